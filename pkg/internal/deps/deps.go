@@ -1,0 +1,22 @@
+package deps
+import (
+	_ "cloud.google.com/go/pubsub/v2"
+	_ "cloud.google.com/go/pubsub/v2/pstest"
+	_ "cloud.google.com/go/cloudsqlconn"
+	_ "github.com/cenkalti/backoff/v4"
+	_ "go.opentelemetry.io/otel"
+	_ "go.opentelemetry.io/otel/sdk/trace"
+	_ "go.opentelemetry.io/otel/sdk/metric"
+	_ "go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	_ "go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	_ "go.opentelemetry.io/otel/exporters/prometheus"
+	_ "go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	_ "github.com/exaring/otelpgx"
+	_ "github.com/jackc/pgx/v5/pgxpool"
+	_ "gopkg.in/yaml.v3"
+	_ "github.com/robfig/cron/v3"
+	_ "github.com/schollz/progressbar/v3"
+	_ "github.com/GoogleCloudPlatform/opentelemetry-operations-go/exporter/trace"
+	_ "github.com/prometheus/client_golang/prometheus/promhttp"
+	_ "go.uber.org/goleak"
+)
