@@ -1,0 +1,213 @@
+package job
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Attribute names of the wire format.
+const (
+	AttrKind        = "pubq_kind"
+	AttrKey         = "pubq_key"
+	AttrVersion     = "pubq_version"
+	AttrID          = "pubq_id"
+	AttrEnqueuedAt  = "pubq_enqueued_at"
+	AttrAttempt     = "pubq_attempt"
+	AttrTraceParent = "traceparent"
+	AttrTraceState  = "tracestate"
+
+	// Attributes added when pubq dead-letters a message.
+	AttrDeadReason   = "pubq_dead_reason"   // one of the Reason* values
+	AttrDeadError    = "pubq_dead_error"    // the last error, truncated to 1 KiB
+	AttrDeadAttempts = "pubq_dead_attempts" // attempts made
+	AttrDeadQueue    = "pubq_dead_queue"    // queue the message came from
+	AttrDeadAt       = "pubq_dead_at"       // RFC 3339 time
+)
+
+// Limits of the wire format.
+const (
+	Version         = 1
+	MaxKeyBytes     = 256
+	MaxPayloadBytes = 256 << 10 // well under Pub/Sub's 10 MB, so batches stay efficient
+)
+
+// Reasons a message is dead-lettered.
+const (
+	ReasonUndecodable = "undecodable"  // not a pubq job (missing or invalid envelope)
+	ReasonUnknownKind = "unknown_kind" // no handler for its kind on this queue
+	ReasonExhausted   = "exhausted"    // failed on its last attempt
+	ReasonPermanent   = "permanent"    // handler said the job can never succeed
+)
+
+// Job is one job as a handler sees it.
+type Job struct {
+	ID         string
+	Kind       string
+	Key        string
+	Queue      string
+	Payload    json.RawMessage
+	EnqueuedAt time.Time
+	Attempt    int               // 1-based attempt this execution is
+	Attributes map[string]string // attributes not part of the envelope (trace context included)
+}
+
+// Unmarshal decodes the payload into v.
+func (j *Job) Unmarshal(v any) error {
+	if err := json.Unmarshal(j.Payload, v); err != nil {
+		return Permanent(fmt.Errorf("pubq: decoding %s payload: %w", j.Kind, err))
+	}
+	return nil
+}
+
+// DecodeError says why a message is not a valid job; Field names the attribute or "data".
+type DecodeError struct {
+	Field  string
+	Reason string
+}
+
+func (e *DecodeError) Error() string { return "pubq: invalid job: " + e.Field + ": " + e.Reason }
+
+// ErrInvalid matches every *DecodeError with errors.Is.
+var ErrInvalid = errors.New("pubq: invalid job")
+
+func (e *DecodeError) Is(target error) bool { return target == ErrInvalid }
+
+var kindRE = regexp.MustCompile(`^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$`)
+
+// ValidateKind checks a kind's syntax.
+func ValidateKind(kind string) error {
+	switch {
+	case kind == "":
+		return &DecodeError{AttrKind, "required"}
+	case len(kind) > 128 || !kindRE.MatchString(kind):
+		return &DecodeError{AttrKind, fmt.Sprintf("%q is not a kind like email.send", truncate(kind, 64))}
+	}
+	return nil
+}
+
+// ValidateKey checks an idempotency key.
+func ValidateKey(key string) error {
+	switch {
+	case key == "":
+		return &DecodeError{AttrKey, "required"}
+	case len(key) > MaxKeyBytes:
+		return &DecodeError{AttrKey, fmt.Sprintf("%d bytes exceeds %d", len(key), MaxKeyBytes)}
+	case !utf8.ValidString(key):
+		return &DecodeError{AttrKey, "not valid UTF-8"}
+	}
+	for _, r := range key {
+		if !unicode.IsPrint(r) {
+			return &DecodeError{AttrKey, "contains a control or non-printable character"}
+		}
+	}
+	return nil
+}
+
+// ValidatePayload checks the payload is one JSON value within the size limit.
+func ValidatePayload(p []byte) error {
+	if len(p) > MaxPayloadBytes {
+		return &DecodeError{"data", fmt.Sprintf("payload of %d bytes exceeds %d", len(p), MaxPayloadBytes)}
+	}
+	if len(bytes.TrimSpace(p)) == 0 {
+		return &DecodeError{"data", "payload is empty (send {} for none)"}
+	}
+	if !json.Valid(p) {
+		return &DecodeError{"data", "payload is not valid JSON"}
+	}
+	return nil
+}
+
+// Validate checks the envelope fields a producer sets.
+func (j *Job) Validate() error {
+	if err := ValidateKind(j.Kind); err != nil {
+		return err
+	}
+	if err := ValidateKey(j.Key); err != nil {
+		return err
+	}
+	if len(j.ID) > 128 {
+		return &DecodeError{AttrID, "longer than 128 bytes"}
+	}
+	return ValidatePayload(j.Payload)
+}
+
+// Encode returns the Pub/Sub data and attributes of j.
+func (j *Job) Encode() (data []byte, attrs map[string]string, err error) {
+	if err := j.Validate(); err != nil {
+		return nil, nil, err
+	}
+	attrs = make(map[string]string, len(j.Attributes)+6)
+	for k, v := range j.Attributes {
+		attrs[k] = v
+	}
+	attrs[AttrKind] = j.Kind
+	attrs[AttrKey] = j.Key
+	attrs[AttrVersion] = strconv.Itoa(Version)
+	if j.ID != "" {
+		attrs[AttrID] = j.ID
+	}
+	if !j.EnqueuedAt.IsZero() {
+		attrs[AttrEnqueuedAt] = j.EnqueuedAt.UTC().Format(time.RFC3339Nano)
+	}
+	if j.Attempt > 1 {
+		attrs[AttrAttempt] = strconv.Itoa(j.Attempt)
+	}
+	return j.Payload, attrs, nil
+}
+
+// Decode parses a Pub/Sub message into a Job. publishTime fills EnqueuedAt when the attribute is absent.
+// Every failure is a *DecodeError.
+func Decode(data []byte, attrs map[string]string, publishTime time.Time) (*Job, error) {
+	if v, ok := attrs[AttrVersion]; ok && v != "1" {
+		return nil, &DecodeError{AttrVersion, fmt.Sprintf("unsupported version %q (this worker reads 1)", truncate(v, 16))}
+	}
+	j := &Job{Kind: attrs[AttrKind], Key: attrs[AttrKey], ID: attrs[AttrID], Payload: data, EnqueuedAt: publishTime, Attempt: 1}
+	if err := j.Validate(); err != nil {
+		return nil, err
+	}
+	if v, ok := attrs[AttrEnqueuedAt]; ok {
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			return nil, &DecodeError{AttrEnqueuedAt, fmt.Sprintf("%q is not an RFC 3339 time", truncate(v, 40))}
+		}
+		j.EnqueuedAt = t
+	}
+	if v, ok := attrs[AttrAttempt]; ok {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 100000 {
+			return nil, &DecodeError{AttrAttempt, fmt.Sprintf("%q is not a positive attempt number", truncate(v, 16))}
+		}
+		j.Attempt = n
+	}
+	for k, v := range attrs {
+		switch k {
+		case AttrKind, AttrKey, AttrVersion, AttrID, AttrEnqueuedAt, AttrAttempt:
+			continue
+		}
+		if j.Attributes == nil {
+			j.Attributes = make(map[string]string, len(attrs))
+		}
+		j.Attributes[k] = v
+	}
+	return j, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
+
+// Truncate shortens s to at most n bytes on a rune boundary, marking the cut; for error attributes.
+func Truncate(s string, n int) string { return truncate(s, n) }

@@ -1,0 +1,154 @@
+package job_test
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pubq/pubq/pkg/job"
+)
+
+func TestEncodeDecodeRoundTrip(t *testing.T) {
+	at := time.Date(2026, 11, 25, 10, 0, 0, 123, time.UTC)
+	in := &job.Job{ID: "j1", Kind: "email.send", Key: "welcome:42", Payload: []byte(`{"to":"a@b.c"}`),
+		EnqueuedAt: at, Attempt: 3, Attributes: map[string]string{"traceparent": "00-abc-def-01", "team": "x"}}
+	data, attrs, err := in.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if attrs[job.AttrKind] != "email.send" || attrs[job.AttrKey] != "welcome:42" || attrs[job.AttrVersion] != "1" || attrs[job.AttrAttempt] != "3" {
+		t.Fatalf("attrs: %v", attrs)
+	}
+	out, err := job.Decode(data, attrs, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.ID != "j1" || out.Kind != in.Kind || out.Key != in.Key || string(out.Payload) != string(in.Payload) ||
+		!out.EnqueuedAt.Equal(at) || out.Attempt != 3 || out.Attributes["team"] != "x" || out.Attributes["traceparent"] != "00-abc-def-01" {
+		t.Fatalf("round trip: %+v", out)
+	}
+	if _, leaked := out.Attributes[job.AttrKey]; leaked {
+		t.Error("envelope attributes must not be repeated in Attributes")
+	}
+}
+
+// A minimal message as a Node.js or Python publisher sends it: only kind, key and JSON data.
+func TestDecodeMinimal(t *testing.T) {
+	pub := time.Now()
+	j, err := job.Decode([]byte(`{"n":1}`), map[string]string{"pubq_kind": "demo.record", "pubq_key": "k"}, pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.Attempt != 1 || !j.EnqueuedAt.Equal(pub) || j.ID != "" {
+		t.Fatalf("defaults: %+v", j)
+	}
+}
+
+func TestDecodeErrors(t *testing.T) {
+	ok := map[string]string{"pubq_kind": "demo.record", "pubq_key": "k"}
+	with := func(k, v string) map[string]string {
+		m := map[string]string{}
+		for a, b := range ok {
+			m[a] = b
+		}
+		if v == "\x00delete" {
+			delete(m, k)
+		} else {
+			m[k] = v
+		}
+		return m
+	}
+	cases := []struct {
+		name  string
+		data  string
+		attrs map[string]string
+		field string
+	}{
+		{"no envelope", `{"hello":1}`, map[string]string{}, job.AttrKind},
+		{"no key", `{}`, with(job.AttrKey, "\x00delete"), job.AttrKey},
+		{"long key", `{}`, with(job.AttrKey, strings.Repeat("k", 257)), job.AttrKey},
+		{"control key", `{}`, with(job.AttrKey, "a\nb"), job.AttrKey},
+		{"bad kind", `{}`, with(job.AttrKind, "Send Email"), job.AttrKind},
+		{"version", `{}`, with(job.AttrVersion, "2"), job.AttrVersion},
+		{"attempt", `{}`, with(job.AttrAttempt, "0"), job.AttrAttempt},
+		{"enqueued_at", `{}`, with(job.AttrEnqueuedAt, "yesterday"), job.AttrEnqueuedAt},
+		{"not json", `{"a":`, ok, "data"},
+		{"empty", ``, ok, "data"},
+		{"too big", `"` + strings.Repeat("x", job.MaxPayloadBytes) + `"`, ok, "data"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := job.Decode([]byte(tc.data), tc.attrs, time.Now())
+			var de *job.DecodeError
+			if !errors.As(err, &de) || de.Field != tc.field || !errors.Is(err, job.ErrInvalid) {
+				t.Fatalf("want DecodeError on %s, got %v", tc.field, err)
+			}
+		})
+	}
+}
+
+func TestClassify(t *testing.T) {
+	plain := errors.New("boom")
+	cases := []struct {
+		err   error
+		want  job.Outcome
+		delay time.Duration
+	}{
+		{nil, job.OutcomeSucceeded, 0},
+		{plain, job.OutcomeRetry, 0},
+		{job.RetryAfter(time.Minute, plain), job.OutcomeRetry, time.Minute},
+		{job.Snooze(5 * time.Second), job.OutcomeSnooze, 5 * time.Second},
+		{fmt.Errorf("wrapped: %w", job.Permanent(plain)), job.OutcomePermanent, 0},
+		{job.Cancel(nil), job.OutcomeCancel, 0},
+	}
+	for _, tc := range cases {
+		o, d := job.Classify(tc.err)
+		if o != tc.want || d != tc.delay {
+			t.Errorf("Classify(%v) = %v, %v; want %v, %v", tc.err, o, d, tc.want, tc.delay)
+		}
+	}
+	if !errors.Is(job.Permanent(plain), plain) {
+		t.Error("outcome errors must unwrap to the cause")
+	}
+	var j job.Job
+	j.Payload = []byte(`[1]`)
+	var v struct{}
+	if o, _ := job.Classify(j.Unmarshal(&v)); o != job.OutcomePermanent {
+		t.Errorf("a payload that does not fit the handler's type is permanent, got %v", o)
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	f.Add([]byte(`{"a":1}`), "demo.record", "k1", "1", "2", "2026-01-02T03:04:05Z")
+	f.Add([]byte(``), "", "", "", "", "")
+	f.Add([]byte(`"x"`), "a.b", "\xff", "2", "-1", "bad")
+	f.Fuzz(func(t *testing.T, data []byte, kind, key, version, attempt, at string) {
+		attrs := map[string]string{}
+		for k, v := range map[string]string{job.AttrKind: kind, job.AttrKey: key, job.AttrVersion: version, job.AttrAttempt: attempt, job.AttrEnqueuedAt: at} {
+			if v != "" {
+				attrs[k] = v
+			}
+		}
+		j, err := job.Decode(data, attrs, time.Unix(0, 0))
+		if err != nil {
+			if !errors.Is(err, job.ErrInvalid) {
+				t.Fatalf("error is not a DecodeError: %v", err)
+			}
+			return
+		}
+		// Whatever decodes must encode and decode to the same job.
+		d2, a2, err := j.Encode()
+		if err != nil {
+			t.Fatalf("decoded job does not encode: %v", err)
+		}
+		j2, err := job.Decode(d2, a2, time.Unix(0, 0))
+		if err != nil {
+			t.Fatalf("re-decode: %v", err)
+		}
+		if j2.Kind != j.Kind || j2.Key != j.Key || j2.Attempt != j.Attempt || string(j2.Payload) != string(j.Payload) || !j2.EnqueuedAt.Equal(j.EnqueuedAt) {
+			t.Fatalf("round trip changed the job: %+v vs %+v", j, j2)
+		}
+	})
+}
