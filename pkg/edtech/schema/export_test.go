@@ -1,0 +1,4 @@
+package schema
+
+// ApplyVersions exposes apply to the external tests.
+var ApplyVersions = apply
