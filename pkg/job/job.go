@@ -22,6 +22,10 @@ const (
 	AttrAttempt     = "pubq_attempt"
 	AttrTraceParent = "traceparent"
 	AttrTraceState  = "tracestate"
+	// AttrPrevTraceParent is set by pubq on a retry: the failed attempt's span, which the next attempt links to.
+	AttrPrevTraceParent = "pubq_prev_traceparent"
+	// AttrPubSubTraceParent is where the Pub/Sub client libraries' own tracing writes the W3C context.
+	AttrPubSubTraceParent = "googclient_traceparent"
 
 	// Attributes added when pubq dead-letters a message.
 	AttrDeadReason   = "pubq_dead_reason"   // one of the Reason* values

@@ -1,0 +1,193 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// PublishFunc publishes messages and returns one error (nil on success) per message, in order.
+type PublishFunc func(ctx context.Context, msgs []OutboxMessage) []error
+
+// Relay publishes up to limit due outbox messages and deletes those that were published, in one
+// transaction that holds their rows (FOR UPDATE SKIP LOCKED: relays running side by side take disjoint
+// rows). A message whose publish failed stays, with its next try pushed back by retryIn(attempts).
+// If the process dies after publishing but before committing, the messages are published again; the
+// worker's claim absorbs the duplicate. It returns how many were published.
+func (s *Store) Relay(ctx context.Context, limit int, publish PublishFunc, retryIn func(attempts int) time.Duration) (int, error) {
+	published := 0
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `SELECT id, coalesce(job_key, ''), topic, data, attributes, coalesce(trace_parent, ''), available_at, publish_attempts
+			FROM pubq.outbox WHERE available_at <= now() ORDER BY available_at, id LIMIT $1 FOR UPDATE SKIP LOCKED`, limit)
+		if err != nil {
+			return err
+		}
+		var msgs []OutboxMessage
+		for rows.Next() {
+			var m OutboxMessage
+			var attrs []byte
+			if err := rows.Scan(&m.ID, &m.JobKey, &m.Topic, &m.Data, &attrs, &m.TraceParent, &m.AvailableAt, &m.Attempts); err != nil {
+				rows.Close()
+				return err
+			}
+			if err := json.Unmarshal(attrs, &m.Attributes); err != nil {
+				rows.Close()
+				return fmt.Errorf("outbox row %d attributes: %w", m.ID, err)
+			}
+			msgs = append(msgs, m)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if len(msgs) == 0 {
+			return nil
+		}
+		errs := publish(ctx, msgs)
+		var done []int64
+		var failed []int64
+		var delays []float64
+		var texts []string
+		for i, m := range msgs {
+			if i < len(errs) && errs[i] != nil {
+				failed = append(failed, m.ID)
+				delays = append(delays, retryIn(m.Attempts+1).Seconds())
+				texts = append(texts, errs[i].Error())
+				continue
+			}
+			done = append(done, m.ID)
+		}
+		if len(done) > 0 {
+			if _, err := tx.Exec(ctx, `DELETE FROM pubq.outbox WHERE id = ANY($1)`, done); err != nil {
+				return err
+			}
+		}
+		if len(failed) > 0 {
+			if _, err := tx.Exec(ctx, `UPDATE pubq.outbox o SET publish_attempts = publish_attempts + 1,
+				available_at = now() + make_interval(secs => f.d), last_error = f.e
+				FROM unnest($1::bigint[], $2::float8[], $3::text[]) AS f(id, d, e) WHERE o.id = f.id`, failed, delays, texts); err != nil {
+				return err
+			}
+		}
+		published = len(done)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("pubq: relaying outbox: %w", err)
+	}
+	return published, nil
+}
+
+// OutboxStats reports the outbox backlog: due messages, and the age of the oldest due one.
+func (s *Store) OutboxStats(ctx context.Context) (backlog int64, oldest time.Duration, err error) {
+	var secs float64
+	err = s.pool.QueryRow(ctx, `SELECT count(*), coalesce(extract(epoch FROM now() - min(available_at)), 0)::float8
+		FROM pubq.outbox WHERE available_at <= now()`).Scan(&backlog, &secs)
+	if err != nil {
+		return 0, 0, fmt.Errorf("pubq: outbox stats: %w", err)
+	}
+	return backlog, time.Duration(secs * float64(time.Second)), nil
+}
+
+// Prune deletes up to batch finished jobs (succeeded, cancelled, dead) of queue that finished more than
+// keep ago, with their attempts. Small batches and SKIP LOCKED keep locks short; call it until it
+// returns less than batch.
+func (s *Store) Prune(ctx context.Context, queue string, keep time.Duration, batch int) (int, error) {
+	tag, err := s.pool.Exec(ctx, `WITH doomed AS (
+			SELECT key FROM pubq.jobs
+			WHERE state IN ('succeeded', 'cancelled', 'dead') AND queue = $1 AND finished_at < now() - make_interval(secs => $2)
+			LIMIT $3 FOR UPDATE SKIP LOCKED),
+		gone_attempts AS (DELETE FROM pubq.attempts a USING doomed d WHERE a.job_key = d.key)
+		DELETE FROM pubq.jobs j USING doomed d WHERE j.key = d.key`, queue, keep.Seconds(), batch)
+	if err != nil {
+		return 0, fmt.Errorf("pubq: pruning %s: %w", queue, err)
+	}
+	return int(tag.RowsAffected()), nil
+}
+
+// Rescued is a job whose worker vanished, put back by Rescue.
+type Rescued struct {
+	Key, Queue, Kind string
+	Attempt          int
+	Dead             bool // it had used its last attempt: dead-lettered instead
+}
+
+// RescueTarget tells Rescue where a queue's messages go.
+type RescueTarget struct {
+	Topic, DeadLetterTopic string
+	// Attributes builds the wire attributes for the job's next delivery.
+	Attributes func(key, id, kind string, attempt int, enqueuedAt time.Time) map[string]string
+}
+
+// Rescue finds running jobs whose lease expired more than grace ago — their worker died and no
+// redelivery took them over — and schedules them again through the outbox (or dead-letters those that
+// used their last attempt). Each rescue is fenced like a claim, so it happens once per expired lease.
+func (s *Store) Rescue(ctx context.Context, grace time.Duration, limit int, targets map[string]RescueTarget) ([]Rescued, error) {
+	var out []Rescued
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `UPDATE pubq.jobs j SET
+				state = CASE WHEN j.max_attempts > 0 AND j.attempt >= j.max_attempts THEN 'dead' ELSE 'scheduled' END,
+				finished_at = CASE WHEN j.max_attempts > 0 AND j.attempt >= j.max_attempts THEN now() END,
+				dead_reason = CASE WHEN j.max_attempts > 0 AND j.attempt >= j.max_attempts THEN 'exhausted' END,
+				last_error = 'worker lost: lease expired at ' || j.lease_until::text,
+				run_at = now(), lease_owner = NULL, lease_until = NULL, fence = j.fence + 1
+			FROM (SELECT key FROM pubq.jobs WHERE state = 'running' AND lease_until < now() - make_interval(secs => $1)
+			      ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED) AS due
+			WHERE j.key = due.key
+			RETURNING j.key, j.id, j.queue, j.kind, j.attempt, j.state = 'dead', coalesce(j.payload, '\x7b7d'::bytea),
+				coalesce(j.trace_parent, ''), j.enqueued_at`, grace.Seconds(), limit)
+		if err != nil {
+			return err
+		}
+		type row struct {
+			r          Rescued
+			id, tp     string
+			payload    []byte
+			enqueuedAt time.Time
+		}
+		var got []row
+		for rows.Next() {
+			var x row
+			if err := rows.Scan(&x.r.Key, &x.id, &x.r.Queue, &x.r.Kind, &x.r.Attempt, &x.r.Dead, &x.payload, &x.tp, &x.enqueuedAt); err != nil {
+				rows.Close()
+				return err
+			}
+			got = append(got, x)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		var msgs []OutboxMessage
+		for _, x := range got {
+			t, ok := targets[x.r.Queue]
+			if !ok {
+				return fmt.Errorf("job %q is on queue %q, which this process does not know", x.r.Key, x.r.Queue)
+			}
+			m := OutboxMessage{JobKey: x.r.Key, Topic: t.Topic, Data: x.payload, TraceParent: x.tp,
+				Attributes: t.Attributes(x.r.Key, x.id, x.r.Kind, x.r.Attempt+1, x.enqueuedAt)}
+			if x.r.Dead {
+				m.Topic = t.DeadLetterTopic
+				m.Attributes = t.Attributes(x.r.Key, x.id, x.r.Kind, x.r.Attempt, x.enqueuedAt)
+				m.Attributes["pubq_dead_reason"] = "exhausted"
+				m.Attributes["pubq_dead_error"] = "worker lost during the last attempt"
+			}
+			msgs = append(msgs, m)
+			out = append(out, x.r)
+		}
+		if len(msgs) == 0 {
+			return nil
+		}
+		if err := insertOutbox(ctx, tx, msgs...); err != nil {
+			return err
+		}
+		return notifyOutbox(ctx, tx)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pubq: rescuing stuck jobs: %w", err)
+	}
+	return out, nil
+}
