@@ -1,0 +1,348 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"cloud.google.com/go/pubsub/v2"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/pubq/pubq/pkg/job"
+	"github.com/pubq/pubq/pkg/retry"
+	"github.com/pubq/pubq/pkg/store"
+	"github.com/pubq/pubq/pkg/telemetry"
+)
+
+// errShutdown is the cause of handler contexts cancelled when ShutdownTimeout ran out.
+var errShutdown = errors.New("pubq: worker shut down before the job finished")
+
+var traceContext = propagation.TraceContext{}
+
+// process handles one delivery from start to ack or nack.
+func (w *Worker) process(mctx context.Context, rq *runQueue, m *pubsub.Message) {
+	select {
+	case <-w.stopping:
+		m.Nack() // shutting down: start nothing new
+		return
+	default:
+	}
+	w.batcher.Enter()
+	defer w.batcher.Leave()
+	q := rq.q
+	w.cfg.Metrics.InFlight(mctx, q.Name, 1)
+	defer w.cfg.Metrics.InFlight(mctx, q.Name, -1)
+
+	// The job outlives the receive context during a graceful shutdown, but keeps its trace.
+	ctx := context.WithoutCancel(mctx)
+	j, err := job.Decode(m.Data, m.Attributes, m.PublishTime)
+	if err != nil {
+		w.deadLetterRaw(ctx, rq, m, nil, job.ReasonUndecodable, err)
+		return
+	}
+	j.Queue = q.Name
+	h, isTx, ok := w.mux.lookup(j.Kind)
+	if !ok || !q.Accepts(j.Kind) {
+		w.deadLetterRaw(ctx, rq, m, j, job.ReasonUnknownKind, fmt.Errorf("pubq: no handler for kind %q on queue %q", j.Kind, q.Name))
+		return
+	}
+	policy := rq.policies[j.Kind]
+
+	ctx, span := w.startSpan(ctx, mctx, m, j)
+	defer span.End()
+
+	res, err := w.claim(ctx, j, policy, span)
+	if err != nil {
+		span.RecordError(err)
+		w.log.WarnContext(ctx, "claim failed; message will be redelivered", "error", err, "job_key", j.Key)
+		m.Nack()
+		return
+	}
+	switch res.Status {
+	case store.Done, store.NotDue:
+		// A duplicate: the job finished, or a retry owned by the outbox is pending. Nothing to run.
+		span.SetAttributes(attribute.String("pubq.duplicate", res.State))
+		w.cfg.Metrics.DuplicateSkipped(ctx, q.Name, j.Kind)
+		m.Ack()
+		return
+	case store.Busy:
+		m.Nack() // shutting down while waiting for another delivery's lease
+		return
+	}
+	j.Attempt = res.Attempt
+	lease := store.Lease{Key: j.Key, Fence: res.Fence}
+	span.SetAttributes(telemetry.JobAttributes(q.Name, j.Kind, j.Key, j.ID, j.Attempt)...)
+	ctx = telemetry.WithJob(ctx, telemetry.Job{Queue: q.Name, Kind: j.Kind, Key: j.Key, ID: j.ID, Attempt: j.Attempt})
+	if res.Attempt > policy.MaxAttempts {
+		// Earlier attempts died with their workers; the job has had all its attempts.
+		w.finishFailure(ctx, rq, m, j, lease, policy, span, job.Permanent(fmt.Errorf("pubq: attempt %d exceeds max attempts %d (earlier workers were lost)", res.Attempt, policy.MaxAttempts)), time.Now())
+		return
+	}
+
+	start := time.Now()
+	w.cfg.Metrics.Started(ctx, q.Name, j.Kind)
+	if j.Attempt == 1 {
+		w.cfg.Metrics.QueueWait(ctx, q.Name, j.Kind, start.Sub(j.EnqueuedAt))
+	}
+	hctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stopHard := context.AfterFunc(w.hardCtx(), func() { cancel(errShutdown) })
+	defer stopHard()
+	w.leases.add(lease, q.Name, cancel)
+	defer w.leases.remove(lease)
+
+	chain := Logging(w.log)(Timeout(q.TimeoutFor)(Recover(h)))
+	var herr error
+	if isTx {
+		herr = w.runTx(hctx, chain, j, lease)
+	} else {
+		herr = chain.Work(hctx, j)
+	}
+
+	if cause := context.Cause(hctx); cause == ErrLeaseLost || cause == errShutdown || errors.Is(herr, store.ErrLeaseLost) {
+		// This worker no longer owns the outcome (taken over), or stops before it was reached.
+		if cause == errShutdown {
+			_ = w.store.Release(ctx, lease)
+		}
+		span.SetStatus(codes.Error, "abandoned: "+fmt.Sprint(context.Cause(hctx)))
+		m.Nack()
+		return
+	}
+	if herr == nil && !isTx {
+		herr = w.batcher.Complete(ctx, lease)
+		if errors.Is(herr, store.ErrLeaseLost) {
+			span.SetStatus(codes.Error, "lease lost before completion")
+			m.Nack()
+			return
+		}
+		if herr != nil {
+			span.RecordError(herr)
+			m.Nack() // completion not durable: the redelivery finds the job still claimable or done
+			return
+		}
+	}
+	if herr == nil {
+		w.cfg.Metrics.Succeeded(ctx, q.Name, j.Kind, time.Since(start))
+		m.Ack()
+		return
+	}
+	w.cfg.Metrics.Failed(ctx, q.Name, j.Kind, time.Since(start))
+	span.RecordError(herr)
+	span.SetStatus(codes.Error, herr.Error())
+	w.finishFailure(ctx, rq, m, j, lease, policy, span, herr, start)
+}
+
+// errCommit wraps infrastructure failures of a transactional job's own commit: not the handler's fault.
+type errCommit struct{ err error }
+
+func (e *errCommit) Error() string { return "pubq: committing job: " + e.err.Error() }
+func (e *errCommit) Unwrap() error { return e.err }
+
+// runTx runs a transactional handler and commits its writes with the job's completion.
+func (w *Worker) runTx(ctx context.Context, chain Handler, j *job.Job, lease store.Lease) error {
+	tx, err := w.store.Pool().Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("pubq: beginning job transaction: %w", err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if err := chain.Work(context.WithValue(ctx, txKey{}, tx), j); err != nil {
+		return err
+	}
+	if err := store.CompleteTx(ctx, tx, lease); err != nil {
+		return err // ErrLeaseLost: a zombie's writes roll back here
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return &errCommit{err}
+	}
+	return nil
+}
+
+// claim claims the job, waiting while another delivery holds a live lease on it.
+func (w *Worker) claim(ctx context.Context, j *job.Job, p *retry.Policy, span trace.Span) (store.ClaimResult, error) {
+	req := store.ClaimRequest{Key: j.Key, ID: j.ID, Queue: j.Queue, Kind: j.Kind, MaxAttempts: p.MaxAttempts,
+		Payload: j.Payload, TraceParent: traceParentOf(span.SpanContext()), EnqueuedAt: j.EnqueuedAt}
+	for {
+		res, err := w.batcher.Claim(ctx, req)
+		if err != nil || res.Status != store.Busy {
+			return res, err
+		}
+		// Another delivery runs this job now. Hold this message (the client keeps extending its ack
+		// deadline) until that lease ends, then ask again: the job is then done, or taken over here.
+		wait := min(res.Wait+100*time.Millisecond, w.cfg.BusyPoll)
+		span.AddEvent("waiting for the lease of another delivery", trace.WithAttributes(attribute.String("wait", wait.String())))
+		w.batcher.Leave() // not about to send a request: do not hold back the batcher
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+			w.batcher.Enter()
+		case <-w.stopping:
+			t.Stop()
+			w.batcher.Enter()
+			return res, nil
+		}
+	}
+}
+
+// finishFailure records what a failed attempt leads to and acks only once that is durable.
+func (w *Worker) finishFailure(ctx context.Context, rq *runQueue, m *pubsub.Message, j *job.Job, lease store.Lease, p *retry.Policy, span trace.Span, herr error, start time.Time) {
+	q := rq.q
+	outcome, delay := job.Classify(herr)
+	var ce *errCommit
+	if errors.As(herr, &ce) {
+		m.Nack() // the commit failed: the job is not done and not failed; let the redelivery decide
+		return
+	}
+	f := store.Failure{Lease: lease, Attempt: j.Attempt, Error: job.Truncate(herr.Error(), 4096), Worker: w.cfg.Owner,
+		StartedAt: start, TraceParent: traceParentOf(span.SpanContext())}
+	reason := ""
+	switch outcome {
+	case job.OutcomeRetry:
+		if p.Exhausted(j.Attempt) {
+			reason = job.ReasonExhausted
+			break
+		}
+		if delay <= 0 {
+			delay = p.Delay(j.Attempt)
+		}
+		f.Kind, f.Delay = store.FailRetry, delay
+		f.Message = w.retryMessage(q.Topic, m, j, j.Attempt+1, f.TraceParent)
+	case job.OutcomeSnooze:
+		f.Kind, f.Delay = store.FailSnooze, delay
+		f.Message = w.retryMessage(q.Topic, m, j, j.Attempt, f.TraceParent)
+	case job.OutcomePermanent:
+		reason = job.ReasonPermanent
+	case job.OutcomeCancel:
+		f.Kind = store.FailCancel
+	}
+	if reason != "" {
+		f.Kind, f.DeadReason = store.FailDead, reason
+		f.Message = store.OutboxMessage{Topic: q.DeadLetterTopic, Data: m.Data,
+			Attributes: deadAttributes(m.Attributes, q.Name, reason, herr.Error(), j.Attempt), TraceParent: f.TraceParent}
+	}
+	runAt, err := w.store.Fail(ctx, f)
+	if err != nil {
+		span.RecordError(err)
+		w.log.WarnContext(ctx, "recording the failure failed; message will be redelivered", "error", err)
+		m.Nack()
+		return
+	}
+	switch f.Kind {
+	case store.FailRetry, store.FailSnooze:
+		w.cfg.Metrics.Retried(ctx, q.Name, j.Kind)
+		span.AddEvent("retry scheduled", trace.WithAttributes(attribute.String("pubq.retry_at", runAt.UTC().Format(time.RFC3339Nano)),
+			attribute.String("pubq.outcome", outcome.String())))
+	case store.FailDead:
+		w.cfg.Metrics.DeadLettered(ctx, q.Name, j.Kind, reason)
+		span.AddEvent("dead-lettered", trace.WithAttributes(attribute.String("pubq.dead_reason", reason),
+			attribute.String("pubq.dead_letter_topic", q.DeadLetterTopic)))
+		span.SetAttributes(attribute.String("pubq.dead_reason", reason))
+		w.log.WarnContext(ctx, "job dead-lettered", "reason", reason, "error", herr.Error())
+	}
+	m.Ack()
+}
+
+// retryMessage is the delivery of the next attempt: the same data and attributes, the new attempt
+// number, and a link to the failed attempt's span.
+func (w *Worker) retryMessage(topic string, m *pubsub.Message, j *job.Job, attempt int, prev string) store.OutboxMessage {
+	attrs := make(map[string]string, len(m.Attributes)+2)
+	for k, v := range m.Attributes {
+		if k == job.AttrPubSubTraceParent || k == job.AttrTraceParent || k == job.AttrTraceState {
+			continue // the relay's publish writes the new attempt's trace context
+		}
+		attrs[k] = v
+	}
+	attrs[job.AttrAttempt] = strconv.Itoa(attempt)
+	if j.ID != "" {
+		attrs[job.AttrID] = j.ID
+	}
+	if prev != "" {
+		attrs[job.AttrPrevTraceParent] = prev
+	}
+	return store.OutboxMessage{Topic: topic, Data: m.Data, Attributes: attrs, TraceParent: prev}
+}
+
+func deadAttributes(orig map[string]string, queue, reason, errText string, attempts int) map[string]string {
+	attrs := make(map[string]string, len(orig)+5)
+	for k, v := range orig {
+		attrs[k] = v
+	}
+	attrs[job.AttrDeadReason] = reason
+	attrs[job.AttrDeadError] = job.Truncate(errText, 1024)
+	attrs[job.AttrDeadAttempts] = strconv.Itoa(attempts)
+	attrs[job.AttrDeadQueue] = queue
+	attrs[job.AttrDeadAt] = time.Now().UTC().Format(time.RFC3339Nano)
+	return attrs
+}
+
+// deadLetterRaw dead-letters a delivery that is not a runnable job, then acks it once that is durable.
+func (w *Worker) deadLetterRaw(ctx context.Context, rq *runQueue, m *pubsub.Message, j *job.Job, reason string, cause error) {
+	q := rq.q
+	ctx, span := w.tracer.Start(ctx, "pubq dead-letter", trace.WithAttributes(attribute.String("pubq.dead_reason", reason),
+		attribute.String("messaging.message.id", m.ID), attribute.String("pubq.job.queue", q.Name)))
+	defer span.End()
+	span.RecordError(cause)
+	span.SetStatus(codes.Error, cause.Error())
+	key, kind := "", ""
+	if j != nil {
+		key, kind = j.Key, j.Kind
+	}
+	msg := store.OutboxMessage{Topic: q.DeadLetterTopic, Data: m.Data, Attributes: deadAttributes(m.Attributes, q.Name, reason, cause.Error(), 0),
+		TraceParent: traceParentOf(span.SpanContext())}
+	if err := w.store.DeadLetter(ctx, key, q.Name, kind, reason, cause.Error(), msg); err != nil {
+		w.log.ErrorContext(ctx, "dead-lettering failed; message will be redelivered", "error", err, "reason", reason)
+		m.Nack()
+		return
+	}
+	w.cfg.Metrics.DeadLettered(ctx, q.Name, kind, reason)
+	w.log.WarnContext(ctx, "message dead-lettered", "reason", reason, "error", cause.Error(), "message_id", m.ID, "queue", q.Name)
+	m.Ack()
+}
+
+// startSpan starts the handler's span as a child of the Pub/Sub client's process span, or — for a message
+// published with a plain W3C traceparent and no client tracing — as a child of that context, linked to
+// the process span. A retry's span links to the failed attempt's span.
+func (w *Worker) startSpan(ctx, mctx context.Context, m *pubsub.Message, j *job.Job) (context.Context, trace.Span) {
+	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(telemetry.JobAttributes(j.Queue, j.Kind, j.Key, j.ID, j.Attempt)...),
+		trace.WithAttributes(telemetry.MessageAttributes("", "", m.ID)...)}
+	process := trace.SpanContextFromContext(mctx)
+	if _, viaClient := m.Attributes[job.AttrPubSubTraceParent]; !viaClient {
+		if tp, ok := m.Attributes[job.AttrTraceParent]; ok {
+			if sc := spanContextOf(tp, m.Attributes[job.AttrTraceState]); sc.IsValid() {
+				ctx = trace.ContextWithRemoteSpanContext(ctx, sc)
+				if process.IsValid() {
+					opts = append(opts, trace.WithLinks(trace.Link{SpanContext: process}))
+				}
+			}
+		}
+	}
+	if prev := spanContextOf(m.Attributes[job.AttrPrevTraceParent], ""); prev.IsValid() {
+		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: prev, Attributes: []attribute.KeyValue{attribute.String("pubq.link", "previous_attempt")}}))
+	}
+	return w.tracer.Start(ctx, "pubq job "+j.Kind, opts...)
+}
+
+func spanContextOf(traceparent, tracestate string) trace.SpanContext {
+	if traceparent == "" {
+		return trace.SpanContext{}
+	}
+	carrier := propagation.MapCarrier{"traceparent": traceparent}
+	if tracestate != "" {
+		carrier["tracestate"] = tracestate
+	}
+	return trace.SpanContextFromContext(traceContext.Extract(context.Background(), carrier))
+}
+
+func traceParentOf(sc trace.SpanContext) string {
+	if !sc.IsValid() {
+		return ""
+	}
+	carrier := propagation.MapCarrier{}
+	traceContext.Inject(trace.ContextWithSpanContext(context.Background(), sc), carrier)
+	return carrier["traceparent"]
+}
