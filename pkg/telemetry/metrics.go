@@ -1,0 +1,272 @@
+package telemetry
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+)
+
+// ScopeName is the instrumentation scope of pubq's tracers and meters.
+const ScopeName = "github.com/pubq/pubq/pkg/telemetry"
+
+// Metric attribute (Prometheus label) keys.
+const (
+	MetricKeyQueue   = "queue"
+	MetricKeyKind    = "kind"
+	MetricKeyReason  = "reason"
+	MetricKeyOutcome = "outcome"
+)
+
+// durationBuckets (seconds) span a fast handler (5 ms) to a job that waited an hour in a backlog.
+var durationBuckets = []float64{
+	0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600,
+}
+
+// Metrics records pubq's job metrics. Create one per process with NewMetrics and share it; a nil
+// *Metrics is valid and records nothing, so code paths can take it as an optional dependency.
+type Metrics struct {
+	enqueued, started, succeeded, failed, retried metric.Int64Counter
+	deadLettered, duplicates, rescued             metric.Int64Counter
+	leaseRenewed, leaseLost                       metric.Int64Counter
+	inFlight                                      metric.Int64UpDownCounter
+	queueWait, duration                           metric.Float64Histogram
+	backlog                                       metric.Int64ObservableGauge
+	oldestAge                                     metric.Float64ObservableGauge
+
+	meter metric.Meter
+	sets  sync.Map // labelKey → attribute.Set, so the hot path does not rebuild sets
+
+	mu     sync.Mutex
+	outbox metric.Registration
+}
+
+// labelKey identifies a cached attribute set; extraKey is "" (queue+kind), MetricKeyQueue (queue
+// only), or the key of a third label whose value is extra.
+type labelKey struct{ queue, kind, extraKey, extra string }
+
+// NewMetrics creates the instruments on mp (the global MeterProvider when mp is nil). See the package
+// documentation for the names they get in Prometheus.
+func NewMetrics(mp metric.MeterProvider) (*Metrics, error) {
+	if mp == nil {
+		mp = otel.GetMeterProvider()
+	}
+	m := &Metrics{meter: mp.Meter(ScopeName)}
+	var err error
+	counter := func(dst *metric.Int64Counter, name, desc, unit string) {
+		if err == nil {
+			*dst, err = m.meter.Int64Counter(name, metric.WithDescription(desc), metric.WithUnit(unit))
+		}
+	}
+	counter(&m.enqueued, "pubq.jobs.enqueued", "Jobs accepted for publishing.", "{job}")
+	counter(&m.started, "pubq.jobs.started", "Job attempts started by a worker.", "{job}")
+	counter(&m.succeeded, "pubq.jobs.succeeded", "Job attempts that succeeded.", "{job}")
+	counter(&m.failed, "pubq.jobs.failed", "Job attempts that failed (a retry or a dead letter follows).", "{job}")
+	counter(&m.retried, "pubq.jobs.retried", "Retries scheduled after a failed attempt.", "{job}")
+	counter(&m.deadLettered, "pubq.jobs.dead_lettered", "Jobs dead-lettered, by reason.", "{job}")
+	counter(&m.duplicates, "pubq.jobs.duplicate_skipped", "Deliveries skipped because the job key was already done or running.", "{job}")
+	counter(&m.rescued, "pubq.jobs.rescued", "Jobs whose lease had expired and were taken over.", "{job}")
+	counter(&m.leaseRenewed, "pubq.leases.renewed", "Job lease renewals.", "{lease}")
+	counter(&m.leaseLost, "pubq.leases.lost", "Job leases lost to another worker or to expiry.", "{lease}")
+	if err == nil {
+		m.inFlight, err = m.meter.Int64UpDownCounter("pubq.jobs.in_flight",
+			metric.WithDescription("Job attempts running now."), metric.WithUnit("{job}"))
+	}
+	if err == nil {
+		m.queueWait, err = m.meter.Float64Histogram("pubq.job.queue_wait",
+			metric.WithDescription("Time from enqueue (publish) to the start of an attempt."),
+			metric.WithUnit("s"), metric.WithExplicitBucketBoundaries(durationBuckets...))
+	}
+	if err == nil {
+		m.duration, err = m.meter.Float64Histogram("pubq.job.duration",
+			metric.WithDescription("Handler time of one attempt, by outcome (succeeded, failed)."),
+			metric.WithUnit("s"), metric.WithExplicitBucketBoundaries(durationBuckets...))
+	}
+	if err == nil {
+		m.backlog, err = m.meter.Int64ObservableGauge("pubq.outbox.backlog",
+			metric.WithDescription("Outbox rows not yet published."), metric.WithUnit("{message}"))
+	}
+	if err == nil {
+		m.oldestAge, err = m.meter.Float64ObservableGauge("pubq.outbox.oldest_age",
+			metric.WithDescription("Age of the oldest unpublished outbox row (0 when empty)."), metric.WithUnit("s"))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: creating metrics: %w", err)
+	}
+	return m, nil
+}
+
+func (m *Metrics) attrs(k labelKey) metric.MeasurementOption {
+	if s, ok := m.sets.Load(k); ok {
+		return metric.WithAttributeSet(s.(attribute.Set))
+	}
+	kvs := []attribute.KeyValue{attribute.String(MetricKeyQueue, k.queue)}
+	if k.extraKey != MetricKeyQueue {
+		kvs = append(kvs, attribute.String(MetricKeyKind, k.kind))
+		if k.extraKey != "" {
+			kvs = append(kvs, attribute.String(k.extraKey, k.extra))
+		}
+	}
+	s := attribute.NewSet(kvs...)
+	m.sets.Store(k, s)
+	return metric.WithAttributeSet(s)
+}
+
+func (m *Metrics) queueKind(queue, kind string) metric.MeasurementOption {
+	return m.attrs(labelKey{queue: queue, kind: kind})
+}
+
+func (m *Metrics) queueOnly(queue string) metric.MeasurementOption {
+	return m.attrs(labelKey{queue: queue, extraKey: MetricKeyQueue})
+}
+
+func (m *Metrics) with(queue, kind, key, value string) metric.MeasurementOption {
+	return m.attrs(labelKey{queue, kind, key, value})
+}
+
+// Enqueued counts n jobs accepted for publishing (pubq_jobs_enqueued_total).
+func (m *Metrics) Enqueued(ctx context.Context, queue, kind string, n int) {
+	if m == nil || n <= 0 {
+		return
+	}
+	m.enqueued.Add(ctx, int64(n), m.queueKind(queue, kind))
+}
+
+// Started counts an attempt that a worker began (pubq_jobs_started_total).
+func (m *Metrics) Started(ctx context.Context, queue, kind string) {
+	if m == nil {
+		return
+	}
+	m.started.Add(ctx, 1, m.queueKind(queue, kind))
+}
+
+// Succeeded counts a successful attempt and records its handler time d
+// (pubq_jobs_succeeded_total, pubq_job_duration_seconds{outcome="succeeded"}).
+func (m *Metrics) Succeeded(ctx context.Context, queue, kind string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.succeeded.Add(ctx, 1, m.queueKind(queue, kind))
+	m.duration.Record(ctx, d.Seconds(), m.with(queue, kind, MetricKeyOutcome, "succeeded"))
+}
+
+// Failed counts a failed attempt and records its handler time d
+// (pubq_jobs_failed_total, pubq_job_duration_seconds{outcome="failed"}).
+func (m *Metrics) Failed(ctx context.Context, queue, kind string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.failed.Add(ctx, 1, m.queueKind(queue, kind))
+	m.duration.Record(ctx, d.Seconds(), m.with(queue, kind, MetricKeyOutcome, "failed"))
+}
+
+// Retried counts a retry scheduled after a failed attempt (pubq_jobs_retried_total).
+func (m *Metrics) Retried(ctx context.Context, queue, kind string) {
+	if m == nil {
+		return
+	}
+	m.retried.Add(ctx, 1, m.queueKind(queue, kind))
+}
+
+// DeadLettered counts a job given up on; reason is a short fixed word such as "max_attempts",
+// "permanent" or "malformed" — never an error message, which would explode the label's cardinality
+// (pubq_jobs_dead_lettered_total).
+func (m *Metrics) DeadLettered(ctx context.Context, queue, kind, reason string) {
+	if m == nil {
+		return
+	}
+	m.deadLettered.Add(ctx, 1, m.with(queue, kind, MetricKeyReason, reason))
+}
+
+// DuplicateSkipped counts a delivery skipped because its key was already done or running
+// (pubq_jobs_duplicate_skipped_total).
+func (m *Metrics) DuplicateSkipped(ctx context.Context, queue, kind string) {
+	if m == nil {
+		return
+	}
+	m.duplicates.Add(ctx, 1, m.queueKind(queue, kind))
+}
+
+// QueueWait records the time from enqueue to the start of an attempt (pubq_job_queue_wait_seconds).
+func (m *Metrics) QueueWait(ctx context.Context, queue, kind string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	if d < 0 { // clock skew between producer and worker
+		d = 0
+	}
+	m.queueWait.Record(ctx, d.Seconds(), m.queueKind(queue, kind))
+}
+
+// InFlight adds delta (+1 at start, -1 at the end) to the attempts running now, labelled by queue
+// only (pubq_jobs_in_flight).
+func (m *Metrics) InFlight(ctx context.Context, queue string, delta int64) {
+	if m == nil {
+		return
+	}
+	m.inFlight.Add(ctx, delta, m.queueOnly(queue))
+}
+
+// LeaseRenewed counts a lease renewal (pubq_leases_renewed_total).
+func (m *Metrics) LeaseRenewed(ctx context.Context, queue string) {
+	if m == nil {
+		return
+	}
+	m.leaseRenewed.Add(ctx, 1, m.queueOnly(queue))
+}
+
+// LeaseLost counts a lease lost while its attempt ran (pubq_leases_lost_total).
+func (m *Metrics) LeaseLost(ctx context.Context, queue string) {
+	if m == nil {
+		return
+	}
+	m.leaseLost.Add(ctx, 1, m.queueOnly(queue))
+}
+
+// Rescued counts n jobs taken over after their lease expired (pubq_jobs_rescued_total).
+func (m *Metrics) Rescued(ctx context.Context, queue string, n int) {
+	if m == nil || n <= 0 {
+		return
+	}
+	m.rescued.Add(ctx, int64(n), m.queueOnly(queue))
+}
+
+// ObserveOutbox registers fn as the source of the pubq_outbox_backlog and
+// pubq_outbox_oldest_age_seconds gauges; fn runs on every collection (each /metrics scrape) with the
+// scrape's context, so it should be one cheap query. When fn fails nothing is observed for that
+// scrape and the error goes to the OpenTelemetry error handler (logged by Setup's logger). A second
+// call replaces the first.
+func (m *Metrics) ObserveOutbox(fn func(ctx context.Context) (backlog int64, oldest time.Duration, err error)) error {
+	if m == nil {
+		return nil
+	}
+	if fn == nil {
+		return fmt.Errorf("telemetry: ObserveOutbox: fn is nil")
+	}
+	reg, err := m.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		backlog, oldest, err := fn(ctx)
+		if err != nil {
+			return fmt.Errorf("telemetry: observing outbox: %w", err)
+		}
+		o.ObserveInt64(m.backlog, backlog)
+		o.ObserveFloat64(m.oldestAge, oldest.Seconds())
+		return nil
+	}, m.backlog, m.oldestAge)
+	if err != nil {
+		return fmt.Errorf("telemetry: registering outbox gauges: %w", err)
+	}
+	m.mu.Lock()
+	prev := m.outbox
+	m.outbox = reg
+	m.mu.Unlock()
+	if prev != nil {
+		if err := prev.Unregister(); err != nil {
+			return fmt.Errorf("telemetry: replacing outbox callback: %w", err)
+		}
+	}
+	return nil
+}
