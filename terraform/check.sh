@@ -43,7 +43,8 @@ install_tofu() {
 	cp -r "$dir" "$work/src"
 	chmod -R u+w "$work/src"
 	mkdir -p "$(dirname "$tofu")"
-	(cd "$work/src" && GOWORK=off GOFLAGS=-buildvcs=false go build -trimpath -o "$tofu.tmp" ./cmd/tofu)
+	(cd "$work/src" && GOWORK=off GOFLAGS=-buildvcs=false go build -trimpath \
+		-ldflags "-X github.com/opentofu/opentofu/version.dev=no" -o "$tofu.tmp" ./cmd/tofu)
 	mv "$tofu.tmp" "$tofu"
 	echo "check.sh: built $("$tofu" version | head -1) in $((SECONDS - start))s" >&2
 }
