@@ -1,0 +1,156 @@
+// Package schedule fires the queue configuration's cron schedules. Every producer replica runs a
+// Scheduler; each tick becomes one job whose idempotency key is the schedule's name and the tick's time,
+// so however many replicas fire it, the tick exists once.
+package schedule
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/robfig/cron/v3"
+
+	"github.com/pubq/pubq/pkg/publish"
+	"github.com/pubq/pubq/pkg/queue"
+)
+
+// Enqueuer is what the scheduler needs from a publish.Client.
+type Enqueuer interface {
+	Enqueue(ctx context.Context, r publish.Request) (publish.Result, error)
+}
+
+// Config configures a Scheduler.
+type Config struct {
+	// CatchUp fires the most recent tick missed within this window at start (e.g. the producer was
+	// being deployed at 02:00). Default 1h; negative disables.
+	CatchUp time.Duration
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// Sleep waits until t or ctx is done. Default: a timer. Tests inject a fake.
+	Sleep func(ctx context.Context, d time.Duration)
+	// Logger. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Scheduler fires schedules.
+type Scheduler struct {
+	enq   Enqueuer
+	cfg   Config
+	items []item
+}
+
+type item struct {
+	s     queue.Schedule
+	sched cron.Schedule
+}
+
+var parser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
+
+// New parses the schedules.
+func New(enq Enqueuer, schedules []queue.Schedule, cfg *Config) (*Scheduler, error) {
+	if enq == nil {
+		return nil, errors.New("pubq: schedule: enqueuer is required")
+	}
+	s := &Scheduler{enq: enq}
+	if cfg != nil {
+		s.cfg = *cfg
+	}
+	if s.cfg.CatchUp == 0 {
+		s.cfg.CatchUp = time.Hour
+	}
+	if s.cfg.Now == nil {
+		s.cfg.Now = time.Now
+	}
+	if s.cfg.Sleep == nil {
+		s.cfg.Sleep = func(ctx context.Context, d time.Duration) {
+			t := time.NewTimer(d)
+			defer t.Stop()
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			}
+		}
+	}
+	if s.cfg.Logger == nil {
+		s.cfg.Logger = slog.Default()
+	}
+	for _, sc := range schedules {
+		p, err := parser.Parse(sc.Cron)
+		if err != nil {
+			return nil, fmt.Errorf("pubq: schedule %q: cron %q: %w", sc.Name, sc.Cron, err)
+		}
+		s.items = append(s.items, item{s: sc, sched: p})
+	}
+	return s, nil
+}
+
+// Key is the idempotency key of a schedule's tick.
+func Key(name string, tick time.Time) string {
+	return "schedule:" + name + ":" + tick.UTC().Format(time.RFC3339)
+}
+
+// Fire enqueues the tick's job; a tick fired before (by any replica) is a duplicate.
+func (s *Scheduler) Fire(ctx context.Context, sc queue.Schedule, tick time.Time) (publish.Result, error) {
+	return s.enq.Enqueue(ctx, publish.Request{Kind: sc.Kind, Key: Key(sc.Name, tick), Payload: sc.Payload})
+}
+
+// Run fires every schedule at its ticks until ctx is done.
+func (s *Scheduler) Run(ctx context.Context) error {
+	if len(s.items) == 0 {
+		<-ctx.Done()
+		return nil
+	}
+	now := s.cfg.Now().UTC()
+	last := make([]time.Time, len(s.items))
+	for i, it := range s.items {
+		if s.cfg.CatchUp > 0 {
+			if prev := previous(it.sched, now, s.cfg.CatchUp); !prev.IsZero() {
+				s.fire(ctx, it.s, prev)
+			}
+		}
+		last[i] = now
+	}
+	for ctx.Err() == nil {
+		next, idx := time.Time{}, -1
+		for i, it := range s.items {
+			t := it.sched.Next(last[i])
+			if idx < 0 || t.Before(next) {
+				next, idx = t, i
+			}
+		}
+		if d := next.Sub(s.cfg.Now()); d > 0 {
+			s.cfg.Sleep(ctx, d)
+			if ctx.Err() != nil {
+				break
+			}
+			if s.cfg.Now().Before(next) {
+				continue // woke early (clock moved): recompute
+			}
+		}
+		s.fire(ctx, s.items[idx].s, next)
+		last[idx] = next
+	}
+	return nil
+}
+
+func (s *Scheduler) fire(ctx context.Context, sc queue.Schedule, tick time.Time) {
+	r, err := s.Fire(ctx, sc, tick)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.cfg.Logger.Error("schedule tick failed", "schedule", sc.Name, "tick", tick, "error", err)
+		}
+		return
+	}
+	s.cfg.Logger.Info("schedule tick", "schedule", sc.Name, "tick", tick, "job_id", r.ID, "duplicate", r.Duplicate)
+}
+
+// previous returns the latest tick in (now-window, now], or zero.
+func previous(sc cron.Schedule, now time.Time, window time.Duration) time.Time {
+	var prev time.Time
+	for t := sc.Next(now.Add(-window)); !t.After(now); t = sc.Next(t) {
+		prev = t
+	}
+	return prev
+}

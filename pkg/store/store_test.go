@@ -1,0 +1,586 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pubq/pubq/pkg/store"
+	"github.com/pubq/pubq/pkg/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+func open(t *testing.T) *store.Store {
+	t.Helper()
+	ctx := context.Background()
+	st, err := store.Open(ctx, store.Config{URL: testenv.Postgres(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	if _, err := st.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func batcher(t *testing.T, st *store.Store, owner string, lease time.Duration) *store.Batcher {
+	t.Helper()
+	b, err := store.NewBatcher(st, store.BatcherConfig{Owner: owner, Lease: lease})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	return b
+}
+
+func claim(t *testing.T, b *store.Batcher, key string) store.ClaimResult {
+	t.Helper()
+	b.Enter()
+	defer b.Leave()
+	r, err := b.Claim(context.Background(), store.ClaimRequest{Key: key, Queue: "default", Kind: "demo.record", MaxAttempts: 3, Payload: []byte(`{}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func state(t *testing.T, st *store.Store, key string) (state string, attempt int) {
+	t.Helper()
+	if err := st.Pool().QueryRow(context.Background(), `SELECT state, attempt FROM pubq.jobs WHERE key = $1`, key).Scan(&state, &attempt); err != nil {
+		t.Fatalf("job %q: %v", key, err)
+	}
+	return state, attempt
+}
+
+func count(t *testing.T, st *store.Store, sql string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := st.Pool().QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestConfigValidation(t *testing.T) {
+	for _, c := range []store.Config{
+		{},
+		{URL: "postgres://x", CloudSQLInstance: "p:r:i"},
+		{CloudSQLInstance: "p-r-i", User: "u", Database: "d"},
+		{CloudSQLInstance: "p:r:i"},
+	} {
+		if _, err := store.Open(context.Background(), c); err == nil {
+			t.Errorf("Open(%+v): want an error", c)
+		}
+	}
+}
+
+func TestMigrateConcurrentAndIdempotent(t *testing.T) {
+	dsn := testenv.Postgres(t)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	applied := make([][]int, 3)
+	errs := make([]error, 3)
+	for i := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st, err := store.Open(ctx, store.Config{URL: dsn})
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer st.Close()
+			applied[i], errs[i] = st.Migrate(ctx)
+		}()
+	}
+	wg.Wait()
+	total := 0
+	for i := range 3 {
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+		total += len(applied[i])
+	}
+	ms, _ := store.Migrations()
+	if total != len(ms) {
+		t.Fatalf("each migration must be applied exactly once, applied %d of %d", total, len(ms))
+	}
+}
+
+func newJob(key, payload string) store.NewJob {
+	return store.NewJob{Key: key, ID: "id-" + key, Queue: "default", Kind: "demo.record", Topic: "pubq-default",
+		Payload: []byte(payload), Attributes: map[string]string{"pubq_kind": "demo.record", "pubq_key": key}}
+}
+
+func TestEnqueueIdempotency(t *testing.T) {
+	st := open(t)
+	ctx := context.Background()
+	r1, err := store.Enqueue(ctx, st.Pool(), []store.NewJob{newJob("k1", `{"a":1}`)})
+	if err != nil || r1[0].Duplicate || r1[0].ID != "id-k1" {
+		t.Fatalf("first enqueue: %+v %v", r1, err)
+	}
+	second := newJob("k1", `{"a":1}`)
+	second.ID = "another-id"
+	r2, err := store.Enqueue(ctx, st.Pool(), []store.NewJob{second})
+	if err != nil || !r2[0].Duplicate || r2[0].ID != "id-k1" {
+		t.Fatalf("same key again must answer the first job: %+v %v", r2, err)
+	}
+	_, err = store.Enqueue(ctx, st.Pool(), []store.NewJob{newJob("k1", `{"a":2}`)})
+	var kc *store.KeyConflictError
+	if !errors.As(err, &kc) || !errors.Is(err, store.ErrKeyConflict) || kc.ExistingID != "id-k1" {
+		t.Fatalf("different payload under a used key: %v", err)
+	}
+	if n := count(t, st, `SELECT count(*) FROM pubq.outbox WHERE job_key = 'k1'`); n != 1 {
+		t.Fatalf("one outbox message for the key, got %d", n)
+	}
+}
+
+func TestEnqueueConcurrentSameKey(t *testing.T) {
+	st := open(t)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	ids := make(chan string, 20)
+	var dups atomic.Int32
+	for i := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			j := newJob("same", `{"x":true}`)
+			j.ID = fmt.Sprintf("id-%d", i)
+			r, err := store.Enqueue(ctx, st.Pool(), []store.NewJob{j})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if r[0].Duplicate {
+				dups.Add(1)
+			}
+			ids <- r[0].ID
+		}()
+	}
+	wg.Wait()
+	close(ids)
+	first := ""
+	for id := range ids {
+		if first == "" {
+			first = id
+		}
+		if id != first {
+			t.Fatalf("all callers must get one job id, got %s and %s", first, id)
+		}
+	}
+	if dups.Load() != 19 {
+		t.Fatalf("19 duplicates expected, got %d", dups.Load())
+	}
+	if n := count(t, st, `SELECT count(*) FROM pubq.outbox`); n != 1 {
+		t.Fatalf("exactly one message to publish, got %d", n)
+	}
+}
+
+func TestEnqueueInRolledBackTxLeavesNothing(t *testing.T) {
+	st := open(t)
+	ctx := context.Background()
+	tx, err := st.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Enqueue(ctx, tx, []store.NewJob{newJob("tx1", `{}`)}); err != nil {
+		t.Fatal(err)
+	}
+	_ = tx.Rollback(ctx)
+	if n := count(t, st, `SELECT count(*) FROM pubq.jobs`) + count(t, st, `SELECT count(*) FROM pubq.outbox`); n != 0 {
+		t.Fatalf("rolled back enqueue left %d rows", n)
+	}
+}
+
+// 50 concurrent deliveries of one key: one claims it, every other one is told to wait.
+func TestConcurrentClaimsOneWinner(t *testing.T) {
+	st := open(t)
+	b := batcher(t, st, "w1", 30*time.Second)
+	var wg sync.WaitGroup
+	var claimed, busy atomic.Int32
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			switch claim(t, b, "hot").Status {
+			case store.Claimed:
+				claimed.Add(1)
+			case store.Busy:
+				busy.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if claimed.Load() != 1 || busy.Load() != 49 {
+		t.Fatalf("claimed %d busy %d; want 1 and 49", claimed.Load(), busy.Load())
+	}
+	// Two batchers (two workers) racing on the same keys.
+	b2 := batcher(t, st, "w2", 30*time.Second)
+	claimed.Store(0)
+	for i := range 40 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			bb := b
+			if i%2 == 1 {
+				bb = b2
+			}
+			if claim(t, bb, fmt.Sprintf("k%d", i%10)).Status == store.Claimed {
+				claimed.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if claimed.Load() != 10 {
+		t.Fatalf("10 keys must be claimed exactly once each across two workers, got %d claims", claimed.Load())
+	}
+}
+
+func TestCompleteThenDuplicateIsDone(t *testing.T) {
+	st := open(t)
+	b := batcher(t, st, "w1", 30*time.Second)
+	r := claim(t, b, "k")
+	if r.Status != store.Claimed || r.Attempt != 1 || r.Fence != 1 {
+		t.Fatalf("first claim: %+v", r)
+	}
+	b.Enter()
+	if err := b.Complete(context.Background(), store.Lease{Key: "k", Fence: r.Fence}); err != nil {
+		t.Fatal(err)
+	}
+	b.Leave()
+	if s, _ := state(t, st, "k"); s != "succeeded" {
+		t.Fatalf("state %s", s)
+	}
+	if r := claim(t, b, "k"); r.Status != store.Done {
+		t.Fatalf("duplicate of a finished job must be Done, got %v", r.Status)
+	}
+}
+
+// A worker paused past its lease cannot complete: the taker-over holds a newer fence, and a
+// transactional handler's writes roll back with the rejected completion.
+func TestExpiredLeaseTakeoverFencesZombie(t *testing.T) {
+	st := open(t)
+	ctx := context.Background()
+	zombie := batcher(t, st, "zombie", time.Second)
+	fresh := batcher(t, st, "fresh", 30*time.Second)
+	old := claim(t, zombie, "k")
+	if r := claim(t, fresh, "k"); r.Status != store.Busy || r.Wait <= 0 {
+		t.Fatalf("live lease must make others wait: %+v", r)
+	}
+	time.Sleep(1200 * time.Millisecond)
+	taken := claim(t, fresh, "k")
+	if taken.Status != store.Claimed || taken.Fence != old.Fence+1 || taken.Attempt != 2 {
+		t.Fatalf("takeover after expiry: %+v (old %+v)", taken, old)
+	}
+	if _, err := st.Pool().Exec(ctx, `CREATE TABLE effects (k text)`); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := st.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO effects VALUES ('zombie')`); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.CompleteTx(ctx, tx, store.Lease{Key: "k", Fence: old.Fence}); !errors.Is(err, store.ErrLeaseLost) {
+		t.Fatalf("zombie completion: %v", err)
+	}
+	_ = tx.Rollback(ctx)
+	if _, err := st.Fail(ctx, store.Failure{Lease: store.Lease{Key: "k", Fence: old.Fence}, Kind: store.FailRetry, Attempt: 1,
+		Message: store.OutboxMessage{Topic: "t", Data: []byte(`{}`)}}); !errors.Is(err, store.ErrLeaseLost) {
+		t.Fatalf("zombie cannot schedule a retry: %v", err)
+	}
+	ok, err := st.Complete(ctx, []store.Lease{{Key: "k", Fence: old.Fence}, {Key: "k", Fence: taken.Fence}})
+	if err != nil || ok[0] || !ok[1] {
+		t.Fatalf("only the current fence completes: %v %v", ok, err)
+	}
+	if n := count(t, st, `SELECT count(*) FROM effects`); n != 0 {
+		t.Fatalf("zombie's writes must roll back, found %d", n)
+	}
+	if n := count(t, st, `SELECT count(*) FROM pubq.outbox`); n != 0 {
+		t.Fatalf("zombie must not schedule anything, found %d outbox rows", n)
+	}
+}
+
+// A retry is scheduled once: a second Fail with the same fence is rejected, and a stale duplicate
+// delivered before the retry is due is told NotDue.
+func TestRetryScheduledExactlyOnce(t *testing.T) {
+	st := open(t)
+	ctx := context.Background()
+	b := batcher(t, st, "w", 30*time.Second)
+	r := claim(t, b, "k")
+	f := store.Failure{Lease: store.Lease{Key: "k", Fence: r.Fence}, Kind: store.FailRetry, Attempt: 1, Delay: time.Hour,
+		Error: "boom", Message: store.OutboxMessage{Topic: "pubq-default", Data: []byte(`{}`), Attributes: map[string]string{"pubq_attempt": "2"}}}
+	runAt, err := st.Fail(ctx, f)
+	if err != nil || time.Until(runAt) < 59*time.Minute {
+		t.Fatalf("Fail: %v %v", runAt, err)
+	}
+	var wg sync.WaitGroup
+	var okCount atomic.Int32
+	for range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := st.Fail(ctx, f); err == nil {
+				okCount.Add(1)
+			} else if !errors.Is(err, store.ErrLeaseLost) {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if okCount.Load() != 0 {
+		t.Fatalf("the same attempt's retry was scheduled %d more times", okCount.Load())
+	}
+	if n := count(t, st, `SELECT count(*) FROM pubq.outbox WHERE job_key = 'k'`); n != 1 {
+		t.Fatalf("one retry message, got %d", n)
+	}
+	if s, _ := state(t, st, "k"); s != "scheduled" {
+		t.Fatalf("state %s", s)
+	}
+	if r := claim(t, b, "k"); r.Status != store.NotDue {
+		t.Fatalf("a stale duplicate before the retry is due: %v", r.Status)
+	}
+	if n := count(t, st, `SELECT count(*) FROM pubq.attempts WHERE job_key = 'k' AND error = 'boom'`); n != 1 {
+		t.Fatalf("the failed attempt is recorded once, got %d", n)
+	}
+}
+
+func TestSnoozeKeepsAttemptAndDeadIsFinal(t *testing.T) {
+	st := open(t)
+	ctx := context.Background()
+	b := batcher(t, st, "w", 30*time.Second)
+	r := claim(t, b, "k")
+	if _, err := st.Fail(ctx, store.Failure{Lease: store.Lease{Key: "k", Fence: r.Fence}, Kind: store.FailSnooze, Attempt: 1,
+		Message: store.OutboxMessage{Topic: "t", Data: []byte(`{}`)}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, a := state(t, st, "k"); a != 0 {
+		t.Fatalf("a snooze must give its attempt back, attempt = %d", a)
+	}
+	r = claim(t, b, "k")
+	if r.Status != store.Claimed || r.Attempt != 1 {
+		t.Fatalf("after a snooze the next run is attempt 1 again: %+v", r)
+	}
+	if _, err := st.Fail(ctx, store.Failure{Lease: store.Lease{Key: "k", Fence: r.Fence}, Kind: store.FailDead, DeadReason: "permanent",
+		Attempt: 1, Error: "bad", Message: store.OutboxMessage{Topic: "dead", Data: []byte(`{"p":1}`)}}); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := state(t, st, "k"); s != "dead" {
+		t.Fatalf("state %s", s)
+	}
+	if r := claim(t, b, "k"); r.Status != store.Done {
+		t.Fatalf("a dead job is never run by a duplicate: %v", r.Status)
+	}
+}
+
+func TestRelayPublishesOnceAcrossRelays(t *testing.T) {
+	st := open(t)
+	ctx := context.Background()
+	var jobs []store.NewJob
+	for i := range 300 {
+		jobs = append(jobs, newJob(fmt.Sprintf("k%03d", i), `{}`))
+	}
+	if _, err := store.Enqueue(ctx, st.Pool(), jobs); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	seen := map[string]int{}
+	publish := func(_ context.Context, msgs []store.OutboxMessage) []error {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, m := range msgs {
+			seen[m.JobKey]++
+		}
+		time.Sleep(10 * time.Millisecond) // hold the rows while the other relay looks
+		return make([]error, len(msgs))
+	}
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				n, err := st.Relay(ctx, 40, publish, func(int) time.Duration { return time.Second })
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if n == 0 {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if len(seen) != 300 {
+		t.Fatalf("published %d distinct jobs, want 300", len(seen))
+	}
+	for k, n := range seen {
+		if n != 1 {
+			t.Fatalf("%s published %d times", k, n)
+		}
+	}
+	if n := count(t, st, `SELECT count(*) FROM pubq.outbox`); n != 0 {
+		t.Fatalf("outbox not drained: %d", n)
+	}
+}
+
+func TestRelayKeepsFailedMessages(t *testing.T) {
+	st := open(t)
+	ctx := context.Background()
+	if _, err := store.Enqueue(ctx, st.Pool(), []store.NewJob{newJob("ok", `{}`), newJob("bad", `{}`)}); err != nil {
+		t.Fatal(err)
+	}
+	n, err := st.Relay(ctx, 10, func(_ context.Context, msgs []store.OutboxMessage) []error {
+		errs := make([]error, len(msgs))
+		for i, m := range msgs {
+			if m.JobKey == "bad" {
+				errs[i] = errors.New("unavailable")
+			}
+		}
+		return errs
+	}, func(int) time.Duration { return time.Hour })
+	if err != nil || n != 1 {
+		t.Fatalf("relay: %d %v", n, err)
+	}
+	var attempts int
+	var lastErr string
+	if err := st.Pool().QueryRow(ctx, `SELECT publish_attempts, last_error FROM pubq.outbox WHERE job_key = 'bad' AND available_at > now() + interval '59 minutes'`).Scan(&attempts, &lastErr); err != nil {
+		t.Fatalf("failed message must stay, pushed back: %v", err)
+	}
+	if attempts != 1 || lastErr != "unavailable" {
+		t.Fatalf("attempts %d error %q", attempts, lastErr)
+	}
+	backlog, _, err := st.OutboxStats(ctx)
+	if err != nil || backlog != 0 {
+		t.Fatalf("nothing due: %d %v", backlog, err)
+	}
+}
+
+func TestPrune(t *testing.T) {
+	st := open(t)
+	ctx := context.Background()
+	for _, q := range []string{
+		`INSERT INTO pubq.jobs (key, id, queue, kind, state, finished_at) VALUES ('old', 'old', 'default', 'k', 'succeeded', now() - interval '10 days')`,
+		`INSERT INTO pubq.jobs (key, id, queue, kind, state, finished_at) VALUES ('olddead', 'x', 'default', 'k', 'dead', now() - interval '10 days')`,
+		`INSERT INTO pubq.jobs (key, id, queue, kind, state, finished_at) VALUES ('new', 'new', 'default', 'k', 'succeeded', now())`,
+		`INSERT INTO pubq.jobs (key, id, queue, kind, state, finished_at) VALUES ('otherq', 'o', 'bulk', 'k', 'succeeded', now() - interval '10 days')`,
+		`INSERT INTO pubq.jobs (key, id, queue, kind, state) VALUES ('running', 'r', 'default', 'k', 'running')`,
+		`INSERT INTO pubq.attempts (job_key, attempt, fence, outcome) VALUES ('old', 1, 1, 'retry')`,
+	} {
+		if _, err := st.Pool().Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := st.Prune(ctx, "default", 8*24*time.Hour, 1)
+	if err != nil || n != 1 {
+		t.Fatalf("first batch: %d %v", n, err)
+	}
+	n, _ = st.Prune(ctx, "default", 8*24*time.Hour, 10)
+	if n != 1 {
+		t.Fatalf("second batch: %d", n)
+	}
+	left, err := pgx.CollectRows(mustQuery(t, st, `SELECT key FROM pubq.jobs ORDER BY key`), pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(left) != "[new otherq running]" {
+		t.Fatalf("left %v", left)
+	}
+	if c := count(t, st, `SELECT count(*) FROM pubq.attempts`); c != 0 {
+		t.Fatalf("attempts of pruned jobs must go too: %d", c)
+	}
+}
+
+func mustQuery(t *testing.T, st *store.Store, sql string) pgx.Rows {
+	rows, err := st.Pool().Query(context.Background(), sql)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rows
+}
+
+func TestRescue(t *testing.T) {
+	st := open(t)
+	ctx := context.Background()
+	b := batcher(t, st, "dead-worker", time.Second)
+	claim(t, b, "a")
+	claim(t, b, "b")
+	if _, err := st.Pool().Exec(ctx, `UPDATE pubq.jobs SET attempt = 3 WHERE key = 'b'`); err != nil { // its last attempt
+		t.Fatal(err)
+	}
+	targets := map[string]store.RescueTarget{"default": {Topic: "pubq-default", DeadLetterTopic: "pubq-default-dead",
+		Attributes: func(key, id, kind string, attempt int, _ time.Time) map[string]string {
+			return map[string]string{"pubq_key": key, "pubq_attempt": fmt.Sprint(attempt)}
+		}}}
+	if got, err := st.Rescue(ctx, 0, 10, targets); err != nil || len(got) != 0 {
+		t.Fatalf("live leases are not rescued: %v %v", got, err)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	got, err := st.Rescue(ctx, 0, 10, targets)
+	if err != nil || len(got) != 2 {
+		t.Fatalf("rescue: %v %v", got, err)
+	}
+	if s, _ := state(t, st, "a"); s != "scheduled" {
+		t.Fatalf("a: %s", s)
+	}
+	if s, _ := state(t, st, "b"); s != "dead" {
+		t.Fatalf("b used its last attempt: %s", s)
+	}
+	if n := count(t, st, `SELECT count(*) FROM pubq.outbox WHERE job_key = 'a' AND topic = 'pubq-default' AND attributes->>'pubq_attempt' = '2'`); n != 1 {
+		t.Fatal("a must be republished for attempt 2")
+	}
+	if n := count(t, st, `SELECT count(*) FROM pubq.outbox WHERE job_key = 'b' AND topic = 'pubq-default-dead'`); n != 1 {
+		t.Fatal("b must be dead-lettered")
+	}
+	if got, _ := st.Rescue(ctx, 0, 10, targets); len(got) != 0 {
+		t.Fatal("a rescue happens once")
+	}
+}
+
+// The batcher must not wait for its timer when every in-flight message is already waiting in it.
+func TestBatcherFlushesWhenAllWaiting(t *testing.T) {
+	st := open(t)
+	b, err := store.NewBatcher(st, store.BatcherConfig{Owner: "w", MaxDelay: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	const n = 8
+	for range n {
+		b.Enter()
+	}
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer b.Leave()
+			if _, err := b.Claim(context.Background(), store.ClaimRequest{Key: fmt.Sprint(i), Queue: "q", Kind: "k"}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("claims waited %s: the batcher waited for its timer", d)
+	}
+	if c := count(t, st, `SELECT count(*) FROM pubq.jobs WHERE state = 'running'`); c != n {
+		t.Fatalf("%d claimed", c)
+	}
+	b.Close()
+	if _, err := b.Claim(context.Background(), store.ClaimRequest{Key: "late"}); !errors.Is(err, store.ErrBatcherClosed) {
+		t.Fatalf("after Close: %v", err)
+	}
+}
