@@ -352,6 +352,11 @@ resource "google_secret_manager_secret_version" "api_tokens" {
 			check: runtime, want: `runs as "pubq-dev-producer@my-pubq-dev.iam.gserviceaccount.com", want its own service account "pubq-dev-worker@`,
 		},
 		{
+			name:  "Cloud SQL dialled on a public IP it does not have",
+			muts:  []mutation{{devMain, `PUBQ_CLOUDSQL_PRIVATE_IP = "true"`, `PUBQ_CLOUDSQL_PRIVATE_IP = "false"`}},
+			check: runtime, want: `env PUBQ_CLOUDSQL_PRIVATE_IP = "false", want "true"`,
+		},
+		{
 			name:  "queue config not mounted",
 			muts:  []mutation{{devMain, `queues_path      = "${local.queues_mount_dir}/queues.yaml"`, `queues_path      = "/srv/queues.yaml"`}},
 			check: runtime, want: `PUBQ_QUEUES "/srv/queues.yaml" is not a file of the queue config secret`,

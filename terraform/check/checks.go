@@ -342,7 +342,8 @@ func CheckIAM(cfg *queue.Config, p *Plan, l Layout) []error {
 
 // CheckRuntime reports Cloud Run and Cloud SQL settings the binaries depend on: the worker and the
 // producer (which fires schedules) keep CPU and at least one instance; each runs as its own service
-// account with PUBQ_* and OTEL_* env wired to the instance, database and mounted queues.yaml; the API
+// account with PUBQ_* and OTEL_* env wired to the instance (over its private IP), database and mounted
+// queues.yaml; the API
 // tokens come from Secret Manager; Postgres 15 with IAM authentication on a private IP only, and an IAM
 // database user per service account with no passwords anywhere. Without Cloud Run services (bootstrap)
 // only the database part is checked.
@@ -425,11 +426,12 @@ func CheckRuntime(p *Plan, l Layout) []error {
 		}
 		env, secretEnv := containerEnv(index(tmpl, "containers", 0))
 		want := map[string]string{
-			"PUBQ_PROJECT":           str(attr(run, "project")),
-			"PUBQ_CLOUDSQL_INSTANCE": connName,
-			"PUBQ_DATABASE_USER":     dbUser,
-			"PUBQ_DATABASE_NAME":     dbName,
-			"OTEL_TRACES_EXPORTER":   "gcp",
+			"PUBQ_PROJECT":             str(attr(run, "project")),
+			"PUBQ_CLOUDSQL_INSTANCE":   connName,
+			"PUBQ_CLOUDSQL_PRIVATE_IP": "true",
+			"PUBQ_DATABASE_USER":       dbUser,
+			"PUBQ_DATABASE_NAME":       dbName,
+			"OTEL_TRACES_EXPORTER":     "gcp",
 		}
 		for _, k := range sortedKeys(want) {
 			if env[k] != want[k] {

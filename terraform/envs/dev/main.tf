@@ -34,12 +34,15 @@ locals {
 
   telemetry_roles = ["roles/cloudtrace.agent", "roles/logging.logWriter", "roles/monitoring.metricWriter"]
 
+  # PUBQ_DATABASE_USER and OTEL_SERVICE_NAME are added per binary by modules/service.
   common_env = {
-    PUBQ_PROJECT           = var.project_id
-    PUBQ_QUEUES            = local.queues_path
-    PUBQ_CLOUDSQL_INSTANCE = google_sql_database_instance.pubq.connection_name
-    PUBQ_DATABASE_NAME     = google_sql_database.pubq.name
-    OTEL_TRACES_EXPORTER   = "gcp"
+    PUBQ_PROJECT             = var.project_id
+    PUBQ_QUEUES              = local.queues_path
+    PUBQ_CLOUDSQL_INSTANCE   = google_sql_database_instance.pubq.connection_name
+    PUBQ_CLOUDSQL_PRIVATE_IP = "true" # the instance has no public IP
+    PUBQ_DATABASE_NAME       = google_sql_database.pubq.name
+    PUBQ_GCP_LOG_PROJECT     = var.project_id # log entries link to their Cloud Trace traces
+    OTEL_TRACES_EXPORTER     = "gcp"
   }
   queues_secret_file = {
     queues = {
@@ -154,7 +157,8 @@ module "worker" {
   image      = var.worker_image
   labels     = local.labels
 
-  env           = local.common_env
+  # The worker applies database migrations at start-up (advisory-locked, safe with many instances).
+  env           = merge(local.common_env, { PUBQ_MIGRATE = var.worker_migrate ? "true" : "false" })
   secret_files  = local.queues_secret_file
   project_roles = local.telemetry_roles
   sql_instance  = google_sql_database_instance.pubq.name

@@ -96,6 +96,12 @@ variable "worker_max_instances" {
   default     = 10
 }
 
+variable "worker_migrate" {
+  description = "Let the worker apply database migrations at start-up (PUBQ_MIGRATE). Its IAM database user then owns the schema; see docs/gcp.md for the one-time grants."
+  type        = bool
+  default     = true
+}
+
 variable "worker_cpu" {
   description = "vCPUs per worker instance."
   type        = string
