@@ -1,0 +1,138 @@
+package scan
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+)
+
+var (
+	// ErrRanges: Ranges was asked for fewer than one range.
+	ErrRanges = errors.New("scan: the number of ranges must be positive")
+	// ErrRange: a Range whose First is after its Last.
+	ErrRange = errors.New("scan: invalid range")
+)
+
+// Querier is what the scan reads through: *pgxpool.Pool, *pgx.Conn or pgx.Tx.
+type Querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// Range is an inclusive range of student ids.
+type Range struct {
+	First int64 `json:"first"`
+	Last  int64 `json:"last"`
+}
+
+// Validate rejects a range that contains nothing by construction.
+func (r Range) Validate() error {
+	if r.First > r.Last {
+		return fmt.Errorf("%w: first %d after last %d", ErrRange, r.First, r.Last)
+	}
+	return nil
+}
+
+// Reasons a pair was found; a pair may carry both, comma-separated, in that order.
+const (
+	ReasonEmail         = "email"
+	ReasonNameBirthDate = "name_birth_date"
+)
+
+// Pair is a likely duplicate: DuplicateID is a newer account (higher id) of the person whose
+// oldest live account is SurvivorID.
+type Pair struct {
+	SurvivorID  int64  `json:"survivor_id"`
+	DuplicateID int64  `json:"duplicate_id"`
+	Reason      string `json:"reason"`
+}
+
+// Ranges splits the live (not merged) students by id into at most n contiguous ranges of nearly
+// equal size (ntile), which together cover every id from the smallest to the largest. Fewer than n
+// come back when there are fewer students; none when there are none.
+func Ranges(ctx context.Context, db Querier, n int) ([]Range, error) {
+	if n <= 0 {
+		return nil, fmt.Errorf("%w: got %d", ErrRanges, n)
+	}
+	rows, err := db.Query(ctx, `
+		SELECT min(id), max(id)
+		FROM (SELECT id, ntile($1) OVER (ORDER BY id) AS bucket FROM students WHERE merged_into IS NULL) s
+		GROUP BY bucket ORDER BY bucket`, n)
+	if err != nil {
+		return nil, fmt.Errorf("scan: splitting students into %d ranges: %w", n, err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Range, error) {
+		var x Range
+		return x, r.Scan(&x.First, &x.Last)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("scan: splitting students into %d ranges: %w", n, err)
+	}
+	// Close the gaps left by merged accounts so the ranges tile the id space.
+	for i := 0; i+1 < len(out); i++ {
+		out[i].Last = out[i+1].First - 1
+	}
+	return out, nil
+}
+
+// candidatesSQL finds, for every live student of the range, its oldest live match by normalised
+// e-mail and by (lower first name, lower last name, birth date), each through its own partial
+// index (students_email_norm_idx, students_name_birth_idx), then keeps the older of the two.
+// One statement per range, ordered by the database.
+const candidatesSQL = `
+WITH d AS (
+	SELECT id, edtech_normalize_email(email) AS email_norm,
+	       lower(first_name) AS first_l, lower(last_name) AS last_l, birth_date
+	FROM students
+	WHERE id BETWEEN $1 AND $2 AND merged_into IS NULL
+),
+by_email AS (
+	SELECT d.id AS dup, min(s.id) AS survivor
+	FROM d JOIN students s
+	  ON edtech_normalize_email(s.email) = d.email_norm AND s.id < d.id AND s.merged_into IS NULL
+	GROUP BY d.id
+),
+by_name AS (
+	SELECT d.id AS dup, min(s.id) AS survivor
+	FROM d JOIN students s
+	  ON lower(s.first_name) = d.first_l AND lower(s.last_name) = d.last_l
+	 AND s.birth_date = d.birth_date AND s.id < d.id AND s.merged_into IS NULL
+	GROUP BY d.id
+)
+SELECT least(e.survivor, n.survivor) AS survivor, dup,
+       concat_ws(',',
+           CASE WHEN e.survivor = least(e.survivor, n.survivor) THEN 'email' END,
+           CASE WHEN n.survivor = least(e.survivor, n.survivor) THEN 'name_birth_date' END)
+FROM by_email e FULL JOIN by_name n USING (dup)
+ORDER BY dup`
+
+// FindCandidates returns the likely duplicates whose newer account lies in r, ordered by
+// duplicate id. Two live accounts match when their e-mails normalise alike
+// (edtech_normalize_email: lower-case, trimmed; for gmail.com/googlemail.com also without dots and
+// +tag) or when lower(first_name), lower(last_name) and birth_date are equal (a NULL birth date
+// matches nothing). Each duplicate is paired with its oldest match (lowest id); merged accounts
+// are neither duplicates nor survivors. It runs one set-based statement.
+func FindCandidates(ctx context.Context, db Querier, r Range) ([]Pair, error) {
+	if err := r.Validate(); err != nil {
+		return nil, err
+	}
+	rows, err := db.Query(ctx, candidatesSQL, r.First, r.Last)
+	if err != nil {
+		return nil, fmt.Errorf("scan: finding candidates in %d..%d: %w", r.First, r.Last, err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Pair, error) {
+		var p Pair
+		return p, row.Scan(&p.SurvivorID, &p.DuplicateID, &p.Reason)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("scan: finding candidates in %d..%d: %w", r.First, r.Last, err)
+	}
+	return out, nil
+}
+
+// ScanRange is the students.scan_range handler body: the candidates of one range.
+func ScanRange(ctx context.Context, db Querier, r Range) ([]Pair, error) {
+	return FindCandidates(ctx, db, r)
+}
