@@ -124,7 +124,7 @@ module "producer" {
   secret_env = {
     PUBQ_API_TOKENS = {
       secret  = google_secret_manager_secret.api_tokens.secret_id
-      version = "latest"
+      version = var.api_tokens_version
     }
   }
   secret_files  = local.queues_secret_file

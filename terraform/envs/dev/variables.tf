@@ -44,6 +44,12 @@ variable "worker_image" {
   default     = null
 }
 
+variable "api_tokens_version" {
+  description = "Secret Manager version of PUBQ_API_TOKENS the producer reads. Pin a number (\"3\") to roll the producer onto a new version with an apply; \"latest\" is read when an instance starts."
+  type        = string
+  default     = "latest"
+}
+
 variable "producer_min_instances" {
   description = "Minimum producer instances. At least 1: the producer fires cron schedules, which need a running instance."
   type        = number
