@@ -135,6 +135,7 @@ module "producer" {
   cpu_idle             = false
   min_instances        = var.producer_min_instances
   max_instances        = var.producer_max_instances
+  health_path          = "/healthz"
   ingress              = var.producer_ingress
   invoker_iam_disabled = var.producer_invoker_iam_disabled
   invokers             = var.producer_invokers
