@@ -1,0 +1,255 @@
+package inspect_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pubq/pubq/pkg/inspect"
+	"github.com/pubq/pubq/pkg/job"
+	"github.com/pubq/pubq/pkg/store"
+)
+
+func TestListPaginatesWithoutGapsOrRepeats(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	// 95 dead jobs, many sharing a finished_at, plus other states and queues.
+	if _, err := b.pool.Exec(b.ctx, `
+		INSERT INTO pubq.jobs (key, id, queue, kind, state, payload, finished_at)
+		SELECT 'dead-' || lpad(g::text, 3, '0'), 'i', 'default', CASE WHEN g % 2 = 0 THEN 'email.send' ELSE 'report.build' END,
+			'dead', '{}', timestamptz '2026-11-01 12:00:00Z' + make_interval(mins => g / 10)
+		FROM generate_series(1, 95) g;
+		INSERT INTO pubq.jobs (key, id, queue, kind, state, payload, finished_at) VALUES
+			('crit-dead', 'i', 'critical', 'payment.capture', 'dead', '{}', timestamptz '2026-11-01 12:05:00Z'),
+			('done', 'i', 'default', 'email.send', 'succeeded', '{}', timestamptz '2026-11-01 12:05:00Z');
+		INSERT INTO pubq.jobs (key, id, queue, kind, state, payload, created_at, run_at) VALUES
+			('later', 'i', 'default', 'email.send', 'scheduled', '{}', timestamptz '2026-11-01 11:00:00Z', timestamptz '2030-01-01 00:00:00Z')`); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	var prev time.Time
+	cursor, pages := "", 0
+	for {
+		p, err := b.insp.List(b.ctx, inspect.Filter{State: "dead", Queue: "default", Limit: 10, Cursor: cursor})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		for _, j := range p.Jobs {
+			if seen[j.Key] {
+				t.Fatalf("page %d repeats %s", pages, j.Key)
+			}
+			seen[j.Key] = true
+			if j.State != "dead" || j.Queue != "default" {
+				t.Fatalf("listed %+v", j)
+			}
+			if !prev.IsZero() && j.At.After(prev) {
+				t.Fatalf("not newest first: %v after %v", j.At, prev)
+			}
+			prev = j.At
+		}
+		if p.Next == "" {
+			break
+		}
+		cursor = p.Next
+	}
+	if len(seen) != 95 || pages != 10 {
+		t.Fatalf("saw %d jobs in %d pages, want 95 in 10", len(seen), pages)
+	}
+
+	p, err := b.insp.List(b.ctx, inspect.Filter{State: "dead", Kind: "email.send", Limit: 1000,
+		Since: time.Date(2026, 11, 1, 12, 2, 0, 0, time.UTC), Until: time.Date(2026, 11, 1, 12, 5, 0, 0, time.UTC)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Minutes 2, 3, 4 hold g = 20..49; even g are email.send: 15 jobs.
+	if len(p.Jobs) != 15 || p.Next != "" {
+		t.Fatalf("window: %d jobs (next %q), want 15", len(p.Jobs), p.Next)
+	}
+	p, err = b.insp.List(b.ctx, inspect.Filter{State: "scheduled"})
+	if err != nil || len(p.Jobs) != 1 || p.Jobs[0].NextRetry.Year() != 2030 {
+		t.Fatalf("scheduled: %+v, %v", p, err)
+	}
+	p, err = b.insp.List(b.ctx, inspect.Filter{Keys: []string{"done", "crit-dead", "nope"}})
+	if err != nil || len(p.Jobs) != 2 {
+		t.Fatalf("keys: %+v, %v", p, err)
+	}
+
+	for name, f := range map[string]inspect.Filter{
+		"bad state":   {State: "exploded"},
+		"bad cursor":  {Cursor: "!!!"},
+		"bad cursor2": {Cursor: "bm90IGEgY3Vyc29y"},
+		"bad limit":   {Limit: 5000},
+		"bad window":  {Since: time.Now(), Until: time.Now().Add(-time.Hour)},
+		"blank queue": {Queue: "  "},
+	} {
+		if _, err := b.insp.List(b.ctx, f); !errors.Is(err, inspect.ErrInvalidFilter) {
+			t.Errorf("%s: %v, want ErrInvalidFilter", name, err)
+		}
+	}
+}
+
+func TestStats(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	if _, err := b.pool.Exec(b.ctx, `
+		INSERT INTO pubq.jobs (key, id, queue, kind, state, payload, finished_at, run_at, lease_until) VALUES
+			('s1', 'i', 'default', 'email.send', 'succeeded', '{}', now() - interval '10 minutes', now(), NULL),
+			('s2', 'i', 'default', 'email.send', 'succeeded', '{}', now() - interval '20 minutes', now(), NULL),
+			('s-old', 'i', 'default', 'email.send', 'succeeded', '{}', now() - interval '3 hours', now(), NULL),
+			('d1', 'i', 'default', 'email.send', 'dead', '{}', now() - interval '5 minutes', now(), NULL),
+			('w1', 'i', 'default', 'email.send', 'pending', '{}', NULL, now() - interval '90 seconds', NULL),
+			('w2', 'i', 'default', 'email.send', 'pending', '{}', NULL, now() - interval '10 seconds', NULL),
+			('later', 'i', 'default', 'email.send', 'scheduled', '{}', NULL, now() + interval '1 hour', NULL),
+			('run', 'i', 'critical', 'payment.capture', 'running', '{}', NULL, now(), now() + interval '1 minute'),
+			('stuck', 'i', 'critical', 'payment.capture', 'running', '{}', NULL, now(), now() - interval '1 minute'),
+			('ghost', 'i', 'retired', 'old.kind', 'dead', '{}', now(), now(), NULL);
+		INSERT INTO pubq.attempts (job_key, attempt, fence, outcome, error, finished_at) VALUES
+			('d1', 1, 1, 'retry', 'x', now() - interval '6 minutes'),
+			('d1', 2, 2, 'dead', 'x', now() - interval '5 minutes'),
+			('s1', 1, 1, 'snooze', NULL, now() - interval '11 minutes'),
+			('s-old', 1, 1, 'retry', 'x', now() - interval '4 hours');
+		INSERT INTO pubq.outbox (job_key, topic, data, available_at) VALUES ('w1', 't-default', '{}', now() - interval '30 seconds')`); err != nil {
+		t.Fatal(err)
+	}
+	st, err := b.insp.Stats(b.ctx, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	by := map[string]inspect.QueueStats{}
+	for _, q := range st.Queues {
+		by[q.Queue] = q
+	}
+	if len(st.Queues) != 3 || !by["default"].Configured || !by["critical"].Configured || by["retired"].Configured {
+		t.Fatalf("queues = %+v", st.Queues)
+	}
+	d := by["default"]
+	if d.Counts["succeeded"] != 3 || d.Counts["dead"] != 1 || d.Counts["pending"] != 2 || d.Counts["scheduled"] != 1 || d.Counts["running"] != 0 {
+		t.Errorf("default counts = %v", d.Counts)
+	}
+	if d.Succeeded != 2 || d.Died != 1 || d.Failed != 2 || d.Due != 2 || d.Stuck != 0 {
+		t.Errorf("default window: succeeded %d died %d failed %d due %d stuck %d", d.Succeeded, d.Died, d.Failed, d.Due, d.Stuck)
+	}
+	if d.OldestWaitingKey != "w1" || d.OldestWaiting < 85*time.Second || d.OldestWaiting > 5*time.Minute {
+		t.Errorf("oldest waiting = %s %v", d.OldestWaitingKey, d.OldestWaiting)
+	}
+	if want := 2.0 / 3600; d.Throughput < want*0.99 || d.Throughput > want*1.01 {
+		t.Errorf("throughput = %g, want %g", d.Throughput, want)
+	}
+	c := by["critical"]
+	if c.Counts["running"] != 2 || c.Stuck != 1 || c.OldestWaiting != 0 {
+		t.Errorf("critical = %+v", c)
+	}
+	if st.OutboxDue != 1 || st.OutboxOldest < 25*time.Second {
+		t.Errorf("outbox due %d oldest %v", st.OutboxDue, st.OutboxOldest)
+	}
+	if tot := st.Total(); tot.Counts["running"] != 2 || tot.Stuck != 1 || tot.Succeeded != 2 || tot.OldestWaitingKey != "w1" {
+		t.Errorf("total = %+v", tot)
+	}
+	p, err := b.insp.List(b.ctx, inspect.Filter{State: "stuck"})
+	if err != nil || len(p.Jobs) != 1 || p.Jobs[0].Key != "stuck" || !p.Jobs[0].Stuck {
+		t.Errorf("list stuck = %+v, %v", p, err)
+	}
+
+	// A wider window counts the old success and failure too.
+	st, err = b.insp.Stats(b.ctx, 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range st.Queues {
+		if q.Queue == "default" && (q.Succeeded != 3 || q.Failed != 3) {
+			t.Errorf("24h window: %+v", q)
+		}
+	}
+}
+
+func TestRescuerReschedulesAJobWhoseWorkerDied(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.enqueue(t, "orphan", "email.send", `{"to":"z"}`)
+	b.drainOutbox(t)
+	res := b.claim(t, "orphan", time.Second, traceparent(7)) // the worker then dies: nothing renews or completes
+	var rescued [][]store.Rescued
+	r, err := inspect.NewRescuer(b.st, b.cfg, &inspect.RescuerConfig{Every: 100 * time.Millisecond, Grace: 500 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), OnRescue: func(got []store.Rescued) { rescued = append(rescued, got) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Within the lease and the grace, nothing is rescued.
+	if got, err := r.RescueOnce(b.ctx); err != nil || len(got) != 0 {
+		t.Fatalf("rescued a live job: %v, %v", got, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, err := b.insp.Stats(b.ctx, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Total().Stuck == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the job never showed as stuck")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	for b.state(t, "orphan") != "scheduled" {
+		if ctx.Err() != nil {
+			t.Fatal("not rescued in time")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if len(rescued) != 1 || len(rescued[0]) != 1 || rescued[0][0].Key != "orphan" || rescued[0][0].Attempt != 1 || rescued[0][0].Dead {
+		t.Fatalf("rescued = %+v", rescued)
+	}
+	out := b.outbox(t, "orphan")
+	if len(out) != 1 || out[0].Topic != "t-default" || out[0].Data != `{"to":"z"}` || !out[0].Due {
+		t.Fatalf("rescue outbox = %+v", out)
+	}
+	m, err := job.Decode([]byte(out[0].Data), out[0].Attributes, time.Now())
+	if err != nil || m.Attempt != 2 || m.Key != "orphan" || m.Kind != "email.send" || m.ID != "id-orphan" {
+		t.Fatalf("rescued delivery decodes as %+v, %v", m, err)
+	}
+	j, err := b.insp.Job(b.ctx, "orphan", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(j.Attempts) != 1 || j.Attempts[0].Outcome != "lost" || !strings.HasPrefix(j.Attempts[0].Error, "worker lost") || j.Fence != res.Fence+1 {
+		t.Fatalf("job after rescue: %+v attempts %+v", j, j.Attempts)
+	}
+	// The old holder's lease is fenced off.
+	if ok, err := b.st.Complete(b.ctx, []store.Lease{{Key: "orphan", Fence: res.Fence}}); err != nil || ok[0] {
+		t.Fatalf("the lost worker could still complete: %v %v", ok, err)
+	}
+}
+
+func TestNewRescuerValidates(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	if _, err := inspect.NewRescuer(nil, b.cfg, nil); err == nil {
+		t.Error("nil store accepted")
+	}
+	for _, c := range []inspect.RescuerConfig{{Every: -1}, {Grace: -1}, {Limit: -1}} {
+		if _, err := inspect.NewRescuer(b.st, b.cfg, &c); err == nil || !strings.HasPrefix(err.Error(), "pubq: rescuer:") {
+			t.Errorf("%+v: %v", c, err)
+		}
+	}
+}
+
+func ExampleTraceID() {
+	fmt.Println(inspect.TraceID("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"))
+	// Output: 4bf92f3577b34da6a3ce929d0e0e4736
+}

@@ -1,0 +1,139 @@
+package inspect
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/pubq/pubq/pkg/job"
+	"github.com/pubq/pubq/pkg/queue"
+	"github.com/pubq/pubq/pkg/store"
+)
+
+// RescuerConfig configures a Rescuer. Zero fields take the documented defaults.
+type RescuerConfig struct {
+	// Every is the time between passes. Default 30s.
+	Every time.Duration
+	// Grace is how long past its lease a running job is left to a redelivery (Pub/Sub redelivers an
+	// unacked message, and the worker's claim takes an expired lease over) before the rescuer
+	// reschedules it. Default 1m.
+	Grace time.Duration
+	// Limit is the most jobs one pass rescues per transaction; a pass repeats until fewer come back.
+	// Default 500.
+	Limit int
+	// Logger. Default slog.Default().
+	Logger *slog.Logger
+	// OnRescue, if set, is called with the jobs of every non-empty pass (for metrics and tests).
+	OnRescue func([]store.Rescued)
+}
+
+// Rescuer reschedules stuck jobs: running jobs whose worker died and whose message no redelivery took
+// over (its ack deadline was extended past the lease, or it was acked by a buggy consumer). Rescues are
+// fenced in the store, so any number of rescuers may run against one database.
+type Rescuer struct {
+	st      *store.Store
+	cfg     RescuerConfig
+	targets map[string]store.RescueTarget
+}
+
+// NewRescuer returns a rescuer over st for the queues of qc.
+func NewRescuer(st *store.Store, qc *queue.Config, cfg *RescuerConfig) (*Rescuer, error) {
+	if st == nil || qc == nil {
+		return nil, errors.New("pubq: rescuer: store and queue config are required")
+	}
+	c := RescuerConfig{}
+	if cfg != nil {
+		c = *cfg
+	}
+	switch {
+	case c.Every < 0:
+		return nil, errors.New("pubq: rescuer: Every must not be negative")
+	case c.Grace < 0:
+		return nil, errors.New("pubq: rescuer: Grace must not be negative")
+	case c.Limit < 0:
+		return nil, errors.New("pubq: rescuer: Limit must not be negative")
+	}
+	if c.Every == 0 {
+		c.Every = 30 * time.Second
+	}
+	if c.Grace == 0 {
+		c.Grace = time.Minute
+	}
+	if c.Limit == 0 {
+		c.Limit = 500
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return &Rescuer{st: st, cfg: c, targets: RescueTargets(qc)}, nil
+}
+
+// RescueTargets maps each queue of qc to its topics and the wire attributes of a job's next delivery.
+func RescueTargets(qc *queue.Config) map[string]store.RescueTarget {
+	out := make(map[string]store.RescueTarget, len(qc.Queues))
+	for _, q := range qc.Queues {
+		out[q.Name] = store.RescueTarget{Topic: q.Topic, DeadLetterTopic: q.DeadLetterTopic, Attributes: rescueAttributes}
+	}
+	return out
+}
+
+// rescueAttributes is the wire envelope (job.Encode's attribute names) of a rescued job's delivery.
+func rescueAttributes(key, id, kind string, attempt int, enqueuedAt time.Time) map[string]string {
+	j := &job.Job{ID: id, Key: key, Kind: kind, EnqueuedAt: enqueuedAt, Attempt: attempt, Payload: []byte("{}")}
+	// Encode validates the payload too; the real payload is the message data, the envelope is all we need.
+	_, attrs, err := j.Encode()
+	if err != nil {
+		// A stored key or kind that no longer validates: still deliver, the worker dead-letters it.
+		attrs = map[string]string{job.AttrKind: kind, job.AttrKey: key, job.AttrVersion: "1"}
+	}
+	return attrs
+}
+
+// RescueOnce runs passes until one rescues fewer than Limit jobs, and returns every job rescued.
+func (r *Rescuer) RescueOnce(ctx context.Context) ([]store.Rescued, error) {
+	var all []store.Rescued
+	for {
+		got, err := r.st.Rescue(ctx, r.cfg.Grace, r.cfg.Limit, r.targets)
+		if err != nil {
+			return all, err
+		}
+		all = append(all, got...)
+		if len(got) > 0 && r.cfg.OnRescue != nil {
+			r.cfg.OnRescue(got)
+		}
+		for _, j := range got {
+			// Key and kind identify the job for on-call; no payload is logged.
+			r.cfg.Logger.WarnContext(ctx, "rescued stuck job (its worker was lost)", "job_key", j.Key, "queue", j.Queue,
+				"kind", j.Kind, "attempt", j.Attempt, "dead_lettered", j.Dead)
+		}
+		if len(got) < r.cfg.Limit {
+			return all, nil
+		}
+	}
+}
+
+// Run rescues every Every until ctx is done. A failed pass is logged and retried at the next tick.
+func (r *Rescuer) Run(ctx context.Context) error {
+	t := time.NewTicker(r.cfg.Every)
+	defer t.Stop()
+	for {
+		if _, err := r.RescueOnce(ctx); err != nil && ctx.Err() == nil {
+			r.cfg.Logger.ErrorContext(ctx, "rescuing stuck jobs failed; trying again next tick", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// RunRescuer runs a Rescuer with the given period and grace until ctx is done.
+func RunRescuer(ctx context.Context, st *store.Store, qc *queue.Config, every, grace time.Duration) error {
+	r, err := NewRescuer(st, qc, &RescuerConfig{Every: every, Grace: grace})
+	if err != nil {
+		return err
+	}
+	return r.Run(ctx)
+}
