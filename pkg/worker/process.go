@@ -76,6 +76,8 @@ func (w *Worker) process(mctx context.Context, rq *runQueue, m *pubsub.Message) 
 	}
 	j.Attempt = res.Attempt
 	lease := store.Lease{Key: j.Key, Fence: res.Fence}
+	w.running.Store(j.Key, make(chan struct{}))
+	defer w.finish(j.Key)
 	span.SetAttributes(telemetry.JobAttributes(q.Name, j.Kind, j.Key, j.ID, j.Attempt)...)
 	ctx = telemetry.WithJob(ctx, telemetry.Job{Queue: q.Name, Kind: j.Kind, Key: j.Key, ID: j.ID, Attempt: j.Attempt})
 	if res.Attempt > policy.MaxAttempts {
@@ -137,6 +139,22 @@ func (w *Worker) process(mctx context.Context, rq *runQueue, m *pubsub.Message) 
 	w.finishFailure(ctx, rq, m, j, lease, policy, span, herr, start)
 }
 
+// finished returns a channel closed when this process's current run of key ends, or nil (never ready)
+// when the key runs elsewhere.
+func (w *Worker) finished(key string) <-chan struct{} {
+	if ch, ok := w.running.Load(key); ok {
+		return ch.(chan struct{})
+	}
+	return nil
+}
+
+// finish wakes the duplicates of key waiting in this process.
+func (w *Worker) finish(key string) {
+	if ch, ok := w.running.LoadAndDelete(key); ok {
+		close(ch.(chan struct{}))
+	}
+}
+
 // errCommit wraps infrastructure failures of a transactional job's own commit: not the handler's fault.
 type errCommit struct{ err error }
 
@@ -179,6 +197,10 @@ func (w *Worker) claim(ctx context.Context, j *job.Job, p *retry.Policy, span tr
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
+			w.batcher.Enter()
+		case <-w.finished(j.Key):
+			// The delivery running it here just finished: ask now rather than at the poll.
+			t.Stop()
 			w.batcher.Enter()
 		case <-w.stopping:
 			t.Stop()

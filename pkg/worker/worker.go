@@ -108,6 +108,7 @@ type Worker struct {
 	hardStopCtx context.Context // done when ShutdownTimeout is over: running jobs are cancelled
 	hardStop    context.CancelFunc
 	runOnce     sync.Once
+	running     sync.Map // job key → chan closed when its run here ends (wakes local duplicates)
 }
 
 type runQueue struct {

@@ -1,0 +1,487 @@
+package worker_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"cloud.google.com/go/pubsub/v2"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/pubq/pubq/pkg/admin"
+	"github.com/pubq/pubq/pkg/demo"
+	"github.com/pubq/pubq/pkg/job"
+	"github.com/pubq/pubq/pkg/publish"
+	"github.com/pubq/pubq/pkg/queue"
+	"github.com/pubq/pubq/pkg/store"
+	"github.com/pubq/pubq/pkg/telemetry"
+	"github.com/pubq/pubq/pkg/testenv"
+	"github.com/pubq/pubq/pkg/worker"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+const testQueues = `
+version: 1
+defaults:
+  ack_deadline: 10s
+  max_delivery_attempts: 10
+  message_retention: 1h
+  key_retention: 2h
+  concurrency: 16
+  streams: 2
+  timeout: 30s
+  backoff: {initial: 100ms, multiplier: 2, max: 1s, randomization: 0.2, max_attempts: 3}
+queues:
+  critical:
+    topic: pubq-critical
+    subscription: pubq-critical-worker
+    dead_letter_topic: pubq-critical-dead
+    dead_letter_subscription: pubq-critical-dead-inspect
+    kinds: [demo.payment]
+  default:
+    topic: pubq-default
+    subscription: pubq-default-worker
+    dead_letter_topic: pubq-default-dead
+    dead_letter_subscription: pubq-default-dead-inspect
+    kinds: [demo.record, demo.flaky, test.slow]
+  bulk:
+    topic: pubq-bulk
+    subscription: pubq-bulk-worker
+    dead_letter_topic: pubq-bulk-dead
+    dead_letter_subscription: pubq-bulk-dead-inspect
+    kinds: [demo.email, test.nohandler]
+`
+
+type bundle struct {
+	project string
+	client  *pubsub.Client
+	st      *store.Store
+	cfg     *queue.Config
+	pub     *publish.Client
+	mux     *worker.Mux
+}
+
+// setup gives a test its own emulator project with the queues bootstrapped, its own database, and a
+// mux with the demo handlers. Start the worker with run.
+func setup(t *testing.T) *bundle {
+	t.Helper()
+	testenv.Emulator(t)
+	ctx := context.Background()
+	b := &bundle{project: testenv.ProjectID(t)}
+	var err error
+	if b.cfg, err = queue.Parse([]byte(testQueues)); err != nil {
+		t.Fatal(err)
+	}
+	if b.client, err = pubsub.NewClient(ctx, b.project); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.client.Close() })
+	if _, err := admin.Bootstrap(ctx, b.client, b.project, b.cfg); err != nil {
+		t.Fatal(err)
+	}
+	if b.st, err = store.Open(ctx, store.Config{URL: testenv.Postgres(t)}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.st.Close)
+	if _, err := b.st.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := demo.Migrate(ctx, b.st.Pool()); err != nil {
+		t.Fatal(err)
+	}
+	if b.pub, err = publish.New(b.st, &publish.Config{Queues: b.cfg}); err != nil {
+		t.Fatal(err)
+	}
+	b.mux = worker.NewMux()
+	demo.Register(b.mux)
+	return b
+}
+
+// run starts a worker and a relay; it returns a function that stops both and waits.
+func (b *bundle) run(t *testing.T, cfg worker.Config) (stop func()) {
+	t.Helper()
+	cfg.Queues = b.cfg
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.Lease == 0 {
+		cfg.Lease = 5 * time.Second
+	}
+	w, err := worker.New(b.client, b.st, b.mux, &cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	relay, err := publish.NewRelay(b.client, b.st, &publish.RelayConfig{Poll: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = relay.Run(ctx) }()
+	errc := make(chan error, 1)
+	go func() { defer wg.Done(); errc <- w.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			wg.Wait()
+			if err := <-errc; err != nil {
+				t.Errorf("worker: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// metrics returns worker metrics backed by a manual reader, and a function summing one counter.
+func metrics(t *testing.T) (*telemetry.Metrics, func(name string) int64) {
+	t.Helper()
+	reader := sdkmetric.NewManualReader()
+	m, err := telemetry.NewMetrics(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, func(name string) int64 {
+		var rm metricdata.ResourceMetrics
+		if err := reader.Collect(context.Background(), &rm); err != nil {
+			t.Fatal(err)
+		}
+		var total int64
+		for _, sm := range rm.ScopeMetrics {
+			for _, md := range sm.Metrics {
+				if sum, ok := md.Data.(metricdata.Sum[int64]); ok && md.Name == name {
+					for _, dp := range sum.DataPoints {
+						total += dp.Value
+					}
+				}
+			}
+		}
+		return total
+	}
+}
+
+func (b *bundle) effects(t *testing.T, key string) int {
+	t.Helper()
+	var n int
+	if err := b.st.Pool().QueryRow(context.Background(), `SELECT count(*) FROM demo_effects WHERE job_key = $1`, key).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func (b *bundle) jobState(t *testing.T, key string) (state string, attempt int) {
+	t.Helper()
+	_ = b.st.Pool().QueryRow(context.Background(), `SELECT state, attempt FROM pubq.jobs WHERE key = $1`, key).Scan(&state, &attempt)
+	return state, attempt
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (b *bundle) enqueue(t *testing.T, kind, key string, p demo.Payload) publish.Result {
+	t.Helper()
+	data, _ := json.Marshal(p)
+	r, err := b.pub.Enqueue(context.Background(), publish.Request{Kind: kind, Key: key, Payload: data})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// publishRaw publishes straight to a topic, as a foreign publisher would.
+func (b *bundle) publishRaw(t *testing.T, topic string, data []byte, attrs map[string]string) {
+	t.Helper()
+	p := b.client.Publisher(topic)
+	defer p.Stop()
+	if _, err := p.Publish(context.Background(), &pubsub.Message{Data: data, Attributes: attrs}).Get(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// pullDead receives n messages from a queue's dead-letter inspection subscription.
+func (b *bundle) pullDead(t *testing.T, sub string, n int, timeout time.Duration) []*pubsub.Message {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var mu sync.Mutex
+	var got []*pubsub.Message
+	err := b.client.Subscriber(sub).Receive(ctx, func(_ context.Context, m *pubsub.Message) {
+		m.Ack()
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, m)
+		if len(got) == n {
+			cancel()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) < n {
+		t.Fatalf("dead-letter subscription %s: got %d messages, want %d", sub, len(got), n)
+	}
+	return got
+}
+
+func TestJobsRunOnceAcrossQueues(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.run(t, worker.Config{})
+	kinds := []string{"demo.payment", "demo.record", "demo.email"}
+	for i := range 60 {
+		b.enqueue(t, kinds[i%3], fmt.Sprintf("job-%d", i), demo.Payload{Note: fmt.Sprint(i)})
+	}
+	waitFor(t, 30*time.Second, "60 effects", func() bool {
+		var n int
+		_ = b.st.Pool().QueryRow(context.Background(), `SELECT count(*) FROM demo_effects`).Scan(&n)
+		return n >= 60
+	})
+	var rows, keys int
+	var payloadOK bool
+	_ = b.st.Pool().QueryRow(context.Background(), `SELECT count(*), count(DISTINCT job_key),
+		bool_and(payload->>'note' = substr(job_key, 5)) FROM demo_effects`).Scan(&rows, &keys, &payloadOK)
+	if rows != 60 || keys != 60 || !payloadOK {
+		t.Fatalf("effects rows %d distinct %d payloads match %v", rows, keys, payloadOK)
+	}
+	var queues int
+	_ = b.st.Pool().QueryRow(context.Background(), `SELECT count(DISTINCT queue) FROM demo_effects`).Scan(&queues)
+	if queues != 3 {
+		t.Fatalf("jobs ran on %d queues, want 3", queues)
+	}
+}
+
+func TestRetryThenSucceed(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.run(t, worker.Config{})
+	b.enqueue(t, "demo.flaky", "flaky-1", demo.Payload{FailTimes: 2})
+	waitFor(t, 30*time.Second, "the flaky job to succeed", func() bool { s, _ := b.jobState(t, "flaky-1"); return s == "succeeded" })
+	if s, a := b.jobState(t, "flaky-1"); a != 3 {
+		t.Fatalf("state %s attempt %d; want succeeded on attempt 3", s, a)
+	}
+	if n := b.effects(t, "flaky-1"); n != 1 {
+		t.Fatalf("effects %d", n)
+	}
+	var failures int
+	_ = b.st.Pool().QueryRow(context.Background(), `SELECT count(*) FROM pubq.attempts WHERE job_key = 'flaky-1' AND outcome = 'retry' AND error LIKE 'demo: asked to fail%'`).Scan(&failures)
+	if failures != 2 {
+		t.Fatalf("two failed attempts recorded, got %d", failures)
+	}
+}
+
+func TestExhaustedAndPermanentAreDeadLettered(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.run(t, worker.Config{})
+	b.enqueue(t, "demo.flaky", "always-fails", demo.Payload{FailTimes: 99})
+	b.enqueue(t, "demo.record", "permanent", demo.Payload{Permanent: true})
+	msgs := b.pullDead(t, "pubq-default-dead-inspect", 2, 30*time.Second)
+	byKey := map[string]*pubsub.Message{}
+	for _, m := range msgs {
+		byKey[m.Attributes[job.AttrKey]] = m
+	}
+	ex, perm := byKey["always-fails"], byKey["permanent"]
+	if ex == nil || perm == nil {
+		t.Fatalf("dead letters: %v", byKey)
+	}
+	if ex.Attributes[job.AttrDeadReason] != job.ReasonExhausted || ex.Attributes[job.AttrDeadAttempts] != "3" ||
+		!strings.Contains(ex.Attributes[job.AttrDeadError], "asked to fail") || ex.Attributes[job.AttrKind] != "demo.flaky" {
+		t.Errorf("exhausted dead letter attributes: %v", ex.Attributes)
+	}
+	if perm.Attributes[job.AttrDeadReason] != job.ReasonPermanent || perm.Attributes[job.AttrDeadAttempts] != "1" {
+		t.Errorf("permanent dead letter attributes: %v", perm.Attributes)
+	}
+	if string(perm.Data) != `{"permanent":true}` {
+		t.Errorf("dead letter keeps the payload, got %s", perm.Data)
+	}
+	for _, k := range []string{"always-fails", "permanent"} {
+		if s, _ := b.jobState(t, k); s != "dead" {
+			t.Errorf("%s: state %s, want dead", k, s)
+		}
+		if b.effects(t, k) != 0 {
+			t.Errorf("%s: a failed job has no effect", k)
+		}
+	}
+}
+
+func TestBadMessagesAreDeadLetteredAndWorkerKeepsRunning(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.run(t, worker.Config{})
+	b.publishRaw(t, "pubq-bulk", []byte("not a job"), map[string]string{"origin": "legacy"})
+	b.publishRaw(t, "pubq-bulk", []byte(`{}`), map[string]string{job.AttrKind: "test.nohandler", job.AttrKey: "nh-1"})
+	b.publishRaw(t, "pubq-bulk", []byte(`{}`), map[string]string{job.AttrKind: "demo.record", job.AttrKey: "wrong-queue"})
+	msgs := b.pullDead(t, "pubq-bulk-dead-inspect", 3, 30*time.Second)
+	reasons := map[string]string{}
+	for _, m := range msgs {
+		k := m.Attributes[job.AttrKey]
+		if k == "" {
+			k = "raw:" + m.Attributes["origin"]
+		}
+		reasons[k] = m.Attributes[job.AttrDeadReason]
+		if m.Attributes[job.AttrDeadError] == "" || m.Attributes[job.AttrDeadQueue] != "bulk" {
+			t.Errorf("dead letter %s lacks error/queue: %v", k, m.Attributes)
+		}
+	}
+	want := map[string]string{"raw:legacy": job.ReasonUndecodable, "nh-1": job.ReasonUnknownKind, "wrong-queue": job.ReasonUnknownKind}
+	if fmt.Sprint(reasons) != fmt.Sprint(want) {
+		t.Fatalf("reasons %v, want %v", reasons, want)
+	}
+	// Still running: a good job after the bad ones succeeds.
+	b.enqueue(t, "demo.email", "after-bad", demo.Payload{})
+	waitFor(t, 20*time.Second, "a job after bad messages", func() bool { return b.effects(t, "after-bad") == 1 })
+}
+
+// 50 deliveries of one key published concurrently by a foreign publisher: one execution.
+func TestDuplicateDeliveriesRunOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	m, counter := metrics(t)
+	b.run(t, worker.Config{Metrics: m})
+	p := b.client.Publisher("pubq-default")
+	var results []*pubsub.PublishResult
+	for range 50 {
+		results = append(results, p.Publish(context.Background(), &pubsub.Message{Data: []byte(`{"sleep_ms":300}`),
+			Attributes: map[string]string{job.AttrKind: "demo.record", job.AttrKey: "dup"}}))
+	}
+	for _, r := range results {
+		if _, err := r.Get(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.Stop()
+	waitFor(t, 30*time.Second, "the job to succeed", func() bool { s, _ := b.jobState(t, "dup"); return s == "succeeded" })
+	waitFor(t, 20*time.Second, "every duplicate to be skipped", func() bool { return counter("pubq.jobs.duplicate_skipped") >= 49 })
+	if n := b.effects(t, "dup"); n != 1 {
+		t.Fatalf("50 deliveries ran the job %d times", n)
+	}
+	if skipped := counter("pubq.jobs.duplicate_skipped"); skipped != 49 {
+		t.Fatalf("49 duplicates must be skipped, metric says %d", skipped)
+	}
+}
+
+// The ack deadline runs out while the handler still runs (no extension): Pub/Sub redelivers, and the
+// redelivery waits on the lease instead of running the job a second time.
+func TestRedeliveryDuringRunIsNotRunTwice(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	m, counter := metrics(t)
+	b.run(t, worker.Config{MaxExtension: -1, BusyPoll: 500 * time.Millisecond, Metrics: m})
+	b.enqueue(t, "demo.record", "slow", demo.Payload{SleepMS: 13000})
+	waitFor(t, 40*time.Second, "the slow job", func() bool { s, _ := b.jobState(t, "slow"); return s == "succeeded" })
+	time.Sleep(time.Second)
+	if n := b.effects(t, "slow"); n != 1 {
+		t.Fatalf("effects %d, want 1", n)
+	}
+	// The test is only meaningful if Pub/Sub did redeliver while the job ran.
+	if started, skipped := counter("pubq.jobs.started"), counter("pubq.jobs.duplicate_skipped"); started != 1 || skipped < 1 {
+		t.Fatalf("started %d (want 1), duplicates skipped %d (want ≥ 1: no redelivery happened)", started, skipped)
+	}
+}
+
+func TestSnooze(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.run(t, worker.Config{})
+	start := time.Now()
+	b.enqueue(t, "demo.record", "snoozer", demo.Payload{SnoozeMS: 1500})
+	waitFor(t, 20*time.Second, "the snoozed job", func() bool { return b.effects(t, "snoozer") == 1 })
+	if d := time.Since(start); d < 1500*time.Millisecond {
+		t.Fatalf("ran after %s, before its snooze ended", d)
+	}
+	if _, a := b.jobState(t, "snoozer"); a != 1 {
+		t.Fatalf("a snooze does not use an attempt: attempt %d", a)
+	}
+}
+
+func TestDelayedJob(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.run(t, worker.Config{})
+	start := time.Now()
+	if _, err := b.pub.Enqueue(context.Background(), publish.Request{Kind: "demo.record", Key: "later", Payload: []byte(`{}`), RunIn: 2 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := b.jobState(t, "later"); s != "scheduled" {
+		t.Fatalf("state %s", s)
+	}
+	waitFor(t, 20*time.Second, "the delayed job", func() bool { return b.effects(t, "later") == 1 })
+	if d := time.Since(start); d < 2*time.Second {
+		t.Fatalf("ran after %s, before it was due", d)
+	}
+}
+
+// A panicking handler and a handler that outlives its timeout both fail the attempt; the worker lives on.
+func TestPanicAndTimeoutFailTheAttempt(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var mu sync.Mutex
+	calls := map[int]int{}
+	b.mux.HandleFunc("test.slow", func(ctx context.Context, j *job.Job) error {
+		mu.Lock()
+		calls[j.Attempt]++
+		mu.Unlock()
+		switch j.Attempt {
+		case 1:
+			panic("boom")
+		case 2:
+			<-ctx.Done() // the per-job timeout (30s in the config) is shortened below
+			return ctx.Err()
+		}
+		return nil
+	})
+	cfg := worker.Config{}
+	def, _ := b.cfg.Queue("default")
+	def.KindOverrides["test.slow"] = queue.KindOverride{Timeout: 300 * time.Millisecond}
+	b.run(t, cfg)
+	b.enqueue(t, "test.slow", "p1", demo.Payload{})
+	waitFor(t, 20*time.Second, "third attempt to succeed", func() bool { s, _ := b.jobState(t, "p1"); return s == "succeeded" })
+	var errs []string
+	rows, _ := b.st.Pool().Query(context.Background(), `SELECT error FROM pubq.attempts WHERE job_key = 'p1' ORDER BY attempt`)
+	for rows.Next() {
+		var e string
+		_ = rows.Scan(&e)
+		errs = append(errs, e)
+	}
+	if len(errs) != 2 || !strings.Contains(errs[0], "panicked: boom") || !strings.Contains(errs[1], "timed out") {
+		t.Fatalf("attempt errors: %q", errs)
+	}
+}
+
+func TestNewValidates(t *testing.T) {
+	cfg, _ := queue.Parse([]byte(testQueues))
+	st := &store.Store{}
+	client := &pubsub.Client{}
+	if _, err := worker.New(client, st, worker.NewMux(), &worker.Config{Queues: cfg}); err == nil {
+		t.Error("a mux without handlers for any configured kind must be rejected")
+	}
+	mux := worker.NewMux()
+	demo.Register(mux)
+	if _, err := worker.New(client, st, mux, &worker.Config{}); err == nil {
+		t.Error("missing Queues must be rejected")
+	}
+	if _, err := worker.New(client, st, mux, &worker.Config{Queues: cfg, Only: []string{"nope"}}); err == nil || !strings.Contains(err.Error(), "nope") {
+		t.Errorf("unknown queue in Only: %v", err)
+	}
+	if _, err := worker.New(client, st, mux, &worker.Config{Queues: cfg, Lease: time.Millisecond}); err == nil {
+		t.Error("a sub-second lease must be rejected")
+	}
+}
