@@ -1,0 +1,278 @@
+// Command worker runs pubq jobs: it receives the configured queues from Pub/Sub, runs each job's handler
+// exactly once per key, and relays the outbox (retries, delayed jobs, dead letters).
+//
+//	worker [run]      receive and run jobs until SIGTERM/SIGINT (graceful: running jobs finish)
+//	worker bootstrap  create the queues' topics and subscriptions (idempotent)
+//	worker migrate    apply the database migrations
+//
+// Configuration comes from the environment; see README.md ("Configuration").
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"cloud.google.com/go/pubsub/v2"
+
+	"github.com/pubq/pubq/pkg/admin"
+	"github.com/pubq/pubq/pkg/demo"
+	"github.com/pubq/pubq/pkg/publish"
+	"github.com/pubq/pubq/pkg/queue"
+	"github.com/pubq/pubq/pkg/store"
+	"github.com/pubq/pubq/pkg/telemetry"
+	"github.com/pubq/pubq/pkg/worker"
+)
+
+var version = "dev"
+
+func main() {
+	log := telemetry.NewLogger(os.Stderr, telemetry.LoggerOptions{Level: slog.LevelInfo, GCPProject: os.Getenv("PUBQ_GCP_LOG_PROJECT")})
+	slog.SetDefault(log)
+	cmd := "run"
+	if len(os.Args) > 1 {
+		cmd = os.Args[1]
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	var err error
+	switch cmd {
+	case "run":
+		err = run(ctx, log)
+	case "bootstrap":
+		err = bootstrap(ctx, log)
+	case "migrate":
+		err = migrate(ctx, log)
+	case "-h", "--help", "help":
+		fmt.Println("usage: worker [run|bootstrap|migrate]; configuration from PUBQ_* environment variables (see README)")
+		return
+	default:
+		err = usageError{fmt.Errorf("unknown command %q (want run, bootstrap or migrate)", cmd)}
+	}
+	if err != nil {
+		log.Error("worker failed", "command", cmd, "error", err)
+		var ue usageError
+		if errors.As(err, &ue) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+type usageError struct{ error }
+
+// env holds the configuration read from the environment.
+type env struct {
+	project   string
+	queues    *queue.Config
+	db        store.Config
+	only      []string
+	lease     time.Duration
+	shutdown  time.Duration
+	maxExt    time.Duration
+	addr      string
+	noJitter  bool
+	migrate   bool
+	prune     time.Duration
+}
+
+func readEnv() (*env, error) {
+	e := &env{project: os.Getenv("PUBQ_PROJECT"), addr: ":9090"}
+	if e.project == "" {
+		return nil, usageError{errors.New("PUBQ_PROJECT is required (the GCP project; any id with the emulator)")}
+	}
+	path := os.Getenv("PUBQ_QUEUES")
+	if path == "" {
+		path = "queues.yaml"
+	}
+	var err error
+	if e.queues, err = queue.Load(path); err != nil {
+		return nil, usageError{fmt.Errorf("PUBQ_QUEUES: %w", err)}
+	}
+	e.db = store.Config{URL: os.Getenv("PUBQ_DATABASE_URL"), CloudSQLInstance: os.Getenv("PUBQ_CLOUDSQL_INSTANCE"),
+		User: os.Getenv("PUBQ_DATABASE_USER"), Database: os.Getenv("PUBQ_DATABASE_NAME"), IAMAuth: true,
+		PrivateIP: os.Getenv("PUBQ_CLOUDSQL_PRIVATE_IP") == "true", Trace: os.Getenv("PUBQ_TRACE_SQL") != "false"}
+	if e.db.URL == "" && e.db.CloudSQLInstance == "" {
+		return nil, usageError{errors.New("set PUBQ_DATABASE_URL, or PUBQ_CLOUDSQL_INSTANCE with PUBQ_DATABASE_USER and PUBQ_DATABASE_NAME")}
+	}
+	if v := os.Getenv("PUBQ_WORKER_QUEUES"); v != "" {
+		e.only = strings.Split(v, ",")
+	}
+	for _, d := range []struct {
+		name string
+		dst  *time.Duration
+	}{{"PUBQ_LEASE", &e.lease}, {"PUBQ_SHUTDOWN_TIMEOUT", &e.shutdown}, {"PUBQ_MAX_EXTENSION", &e.maxExt}, {"PUBQ_PRUNE_EVERY", &e.prune}} {
+		if v := os.Getenv(d.name); v != "" {
+			if *d.dst, err = time.ParseDuration(v); err != nil {
+				return nil, usageError{fmt.Errorf("%s: %q is not a duration", d.name, v)}
+			}
+		}
+	}
+	if e.prune == 0 {
+		e.prune = 10 * time.Minute
+	}
+	if v := os.Getenv("PORT"); v != "" {
+		if _, err := strconv.Atoi(v); err != nil {
+			return nil, usageError{fmt.Errorf("PORT: %q is not a port", v)}
+		}
+		e.addr = ":" + v
+	}
+	e.noJitter = os.Getenv("PUBQ_NO_JITTER") == "true"
+	e.migrate = os.Getenv("PUBQ_MIGRATE") == "true"
+	return e, nil
+}
+
+func newPubSub(ctx context.Context, project string) (*pubsub.Client, error) {
+	// The client's own tracing carries the trace across Pub/Sub (googclient_traceparent).
+	return pubsub.NewClientWithConfig(ctx, project, &pubsub.ClientConfig{EnableOpenTelemetryTracing: true})
+}
+
+func bootstrap(ctx context.Context, log *slog.Logger) error {
+	e, err := readEnvNoDB()
+	if err != nil {
+		return err
+	}
+	client, err := newPubSub(ctx, e.project)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	actions, err := admin.Bootstrap(ctx, client, e.project, e.queues)
+	for _, a := range actions {
+		log.Info("bootstrap", "kind", a.Kind, "resource", a.Resource, "result", a.Did)
+	}
+	return err
+}
+
+// readEnvNoDB reads what bootstrap needs: it touches Pub/Sub only.
+func readEnvNoDB() (*env, error) {
+	if os.Getenv("PUBQ_DATABASE_URL") == "" && os.Getenv("PUBQ_CLOUDSQL_INSTANCE") == "" {
+		os.Setenv("PUBQ_DATABASE_URL", "unused")
+	}
+	return readEnv()
+}
+
+func migrate(ctx context.Context, log *slog.Logger) error {
+	e, err := readEnv()
+	if err != nil {
+		return err
+	}
+	st, err := store.Open(ctx, e.db)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	applied, err := st.Migrate(ctx)
+	if err != nil {
+		return err
+	}
+	if err := demo.Migrate(ctx, st.Pool()); err != nil {
+		return err
+	}
+	log.Info("migrations applied", "versions", applied)
+	return nil
+}
+
+func run(ctx context.Context, log *slog.Logger) error {
+	e, err := readEnv()
+	if err != nil {
+		return err
+	}
+	prov, err := telemetry.Setup(ctx, telemetry.Options{ServiceName: "pubq-worker", ServiceVersion: version, Logger: log})
+	if err != nil {
+		return usageError{err}
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = prov.Shutdown(sctx)
+	}()
+	metrics, err := telemetry.NewMetrics(prov.MeterProvider())
+	if err != nil {
+		return err
+	}
+	st, err := store.Open(ctx, e.db)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if e.migrate {
+		if _, err := st.Migrate(ctx); err != nil {
+			return err
+		}
+		if err := demo.Migrate(ctx, st.Pool()); err != nil {
+			return err
+		}
+	}
+	client, err := newPubSub(ctx, e.project)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+
+	mux := worker.NewMux()
+	demo.Register(mux)
+	registerPlatformJobs(mux, st)
+
+	w, err := worker.New(client, st, mux, &worker.Config{Queues: e.queues, Only: e.only, Lease: e.lease,
+		ShutdownTimeout: e.shutdown, MaxExtension: e.maxExt, Logger: log, Metrics: metrics,
+		TracerProvider: prov.TracerProvider(), NoJitter: e.noJitter})
+	if err != nil {
+		return usageError{err}
+	}
+	relay, err := publish.NewRelay(client, st, &publish.RelayConfig{Logger: log, Metrics: metrics})
+	if err != nil {
+		return err
+	}
+
+	srv := &http.Server{Addr: e.addr, Handler: opsHandler(prov.MetricsHandler(), st), ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("ops server failed", "addr", e.addr, "error", err)
+		}
+	}()
+	// The relay and pruner outlive the receive loop a little: a retry written by the last jobs is still
+	// published before the process exits.
+	bg, stopBG := context.WithCancel(context.Background())
+	relayDone := make(chan struct{})
+	go func() {
+		defer close(relayDone)
+		_ = relay.Run(bg)
+	}()
+	go worker.RunPruner(bg, st, e.queues, e.prune, log)
+
+	err = w.Run(ctx)
+	flush, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	_, _ = relay.RelayOnce(flush)
+	cancel()
+	stopBG()
+	<-relayDone
+	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	return err
+}
+
+func opsHandler(metrics http.Handler, st *store.Store) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metrics)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := st.Pool().Ping(ctx); err != nil {
+			http.Error(w, "database unreachable", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	return mux
+}
