@@ -41,11 +41,11 @@ func FindCandidatesNaive(ctx context.Context, db Querier, r Range) ([]Pair, erro
 	for _, s := range students {
 		matches, err := db.Query(ctx, `
 			SELECT id,
-			       edtech_normalize_email(email) = edtech_normalize_email($2),
+			       email_norm = edtech_normalize_email($2),
 			       coalesce(lower(first_name) = lower($3) AND lower(last_name) = lower($4) AND birth_date = $5, false)
 			FROM students
 			WHERE merged_into IS NULL AND id < $1
-			  AND (edtech_normalize_email(email) = edtech_normalize_email($2)
+			  AND (email_norm = edtech_normalize_email($2)
 			       OR (lower(first_name) = lower($3) AND lower(last_name) = lower($4) AND birth_date = $5))`,
 			s.id, s.email, s.first, s.last, s.birth)
 		if err != nil {

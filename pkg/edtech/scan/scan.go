@@ -77,41 +77,32 @@ func Ranges(ctx context.Context, db Querier, n int) ([]Range, error) {
 	return out, nil
 }
 
-// candidatesSQL finds, for every live student of the range, its oldest live match by normalised
-// e-mail and by (lower first name, lower last name, birth date), each through its own partial
-// index (students_email_norm_idx, students_name_birth_idx), then keeps the older of the two.
-// One statement per range, ordered by the database.
+// candidatesSQL looks up, for every live student of the range, its oldest live match by
+// normalised e-mail and by (lower first name, lower last name, birth date). Each lookup is a
+// LATERAL ... ORDER BY id LIMIT 1 on a partial (key, id) index (students_email_norm_idx,
+// students_name_birth_idx), so it stops at the first, oldest, entry. One statement per range,
+// ordered by the database.
 const candidatesSQL = `
-WITH d AS (
-	SELECT id, edtech_normalize_email(email) AS email_norm,
-	       lower(first_name) AS first_l, lower(last_name) AS last_l, birth_date
-	FROM students
-	WHERE id BETWEEN $1 AND $2 AND merged_into IS NULL
-),
-by_email AS (
-	SELECT d.id AS dup, min(s.id) AS survivor
-	FROM d JOIN students s
-	  ON edtech_normalize_email(s.email) = d.email_norm AND s.id < d.id AND s.merged_into IS NULL
-	GROUP BY d.id
-),
-by_name AS (
-	SELECT d.id AS dup, min(s.id) AS survivor
-	FROM d JOIN students s
-	  ON lower(s.first_name) = d.first_l AND lower(s.last_name) = d.last_l
-	 AND s.birth_date = d.birth_date AND s.id < d.id AND s.merged_into IS NULL
-	GROUP BY d.id
-)
-SELECT least(e.survivor, n.survivor) AS survivor, dup,
-       concat_ws(',',
-           CASE WHEN e.survivor = least(e.survivor, n.survivor) THEN 'email' END,
-           CASE WHEN n.survivor = least(e.survivor, n.survivor) THEN 'name_birth_date' END)
-FROM by_email e FULL JOIN by_name n USING (dup)
-ORDER BY dup`
+SELECT least(e.id, n.id), d.id,
+       concat_ws(',', CASE WHEN e.id <= n.id OR n.id IS NULL THEN 'email' END,
+                      CASE WHEN n.id <= e.id OR e.id IS NULL THEN 'name_birth_date' END)
+FROM students d
+LEFT JOIN LATERAL (
+	SELECT s.id FROM students s
+	WHERE s.email_norm = d.email_norm AND s.merged_into IS NULL AND s.id < d.id
+	ORDER BY s.id LIMIT 1) e ON true
+LEFT JOIN LATERAL (
+	SELECT s.id FROM students s
+	WHERE lower(s.first_name) = lower(d.first_name) AND lower(s.last_name) = lower(d.last_name)
+	  AND s.birth_date = d.birth_date AND s.merged_into IS NULL AND s.id < d.id
+	ORDER BY s.id LIMIT 1) n ON true
+WHERE d.id BETWEEN $1 AND $2 AND d.merged_into IS NULL AND (e.id IS NOT NULL OR n.id IS NOT NULL)
+ORDER BY d.id`
 
 // FindCandidates returns the likely duplicates whose newer account lies in r, ordered by
 // duplicate id. Two live accounts match when their e-mails normalise alike
-// (edtech_normalize_email: lower-case, trimmed; for gmail.com/googlemail.com also without dots and
-// +tag) or when lower(first_name), lower(last_name) and birth_date are equal (a NULL birth date
+// (students.email_norm, from edtech_normalize_email: lower-case, trimmed; for
+// gmail.com/googlemail.com also without dots and +tag) or when lower(first_name), lower(last_name) and birth_date are equal (a NULL birth date
 // matches nothing). Each duplicate is paired with its oldest match (lowest id); merged accounts
 // are neither duplicates nor survivors. It runs one set-based statement.
 func FindCandidates(ctx context.Context, db Querier, r Range) ([]Pair, error) {
