@@ -253,3 +253,28 @@ func ExampleTraceID() {
 	fmt.Println(inspect.TraceID("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"))
 	// Output: 4bf92f3577b34da6a3ce929d0e0e4736
 }
+
+func TestParseTime(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	for in, want := range map[string]time.Time{
+		"":                          {},
+		"2026-11-01":                time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC),
+		"2026-11-01T08:30":          time.Date(2026, 11, 1, 8, 30, 0, 0, time.UTC),
+		"2026-11-01 08:30":          time.Date(2026, 11, 1, 8, 30, 0, 0, time.UTC),
+		"2026-11-01T08:30:00Z":      time.Date(2026, 11, 1, 8, 30, 0, 0, time.UTC),
+		"2026-11-01T09:30:00+01:00": time.Date(2026, 11, 1, 8, 30, 0, 0, time.UTC),
+		"90m":                       now.Add(-90 * time.Minute),
+		"2d":                        now.Add(-48 * time.Hour),
+	} {
+		got, err := inspect.ParseTime(in, now)
+		if err != nil || !got.Equal(want) {
+			t.Errorf("ParseTime(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"yesterday", "-5m", "-1d", "2026-13-01", "5x"} {
+		if _, err := inspect.ParseTime(bad, now); !errors.Is(err, inspect.ErrInvalidFilter) {
+			t.Errorf("ParseTime(%q) = %v, want ErrInvalidFilter", bad, err)
+		}
+	}
+}
