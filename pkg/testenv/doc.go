@@ -20,6 +20,11 @@
 // missing emulator or PostgreSQL fails the test with the reason; it never
 // skips. PUBQ_START_TIMEOUT (seconds, default 60) bounds each start.
 //
+// The rest: RepoRoot finds the repository (go.work), BuildBinary builds a
+// service's main package once per test binary (with -race when the test binary
+// has it) for tests that run the producer or worker as real processes, and
+// FreePort picks a port.
+//
 // Isolation: ProjectID gives each test its own Pub/Sub project, so tests that
 // share one emulator never see each other's topics, and Postgres gives each
 // test its own database, dropped when the test ends. Both are safe with

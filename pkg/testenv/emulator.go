@@ -25,7 +25,7 @@ func Emulator(tb testing.TB) string {
 	tb.Helper()
 	return emulator.get(tb, func() (string, error) {
 		if host := os.Getenv("PUBSUB_EMULATOR_HOST"); host != "" {
-			return host, nil
+			return host, checkEmulatorHost(host)
 		}
 		s, port, err := startEmulator()
 		if err != nil {
@@ -86,6 +86,17 @@ func startEmulator(extraEnv ...string) (*server, int, error) {
 		lastErr = fmt.Errorf("testenv: the Pub/Sub emulator could not bind port %d%s", port, s.logTail())
 	}
 	return nil, 0, lastErr
+}
+
+// checkEmulatorHost fails fast, with the cause, when the emulator the
+// environment names is not there, instead of each test timing out in RPCs.
+func checkEmulatorHost(host string) error {
+	c, err := net.DialTimeout("tcp", host, 5*time.Second)
+	if err != nil {
+		return fmt.Errorf("testenv: PUBSUB_EMULATOR_HOST=%s does not accept connections (unset it to start an emulator per test binary): %w", host, err)
+	}
+	c.Close()
+	return nil
 }
 
 func dialable(port int) bool {

@@ -51,6 +51,18 @@ func TestEmulatorAnswers(t *testing.T) {
 	}
 }
 
+func TestCheckEmulatorHost(t *testing.T) {
+	t.Parallel()
+	host := "127.0.0.1:" + strconv.Itoa(FreePort(t))
+	err := checkEmulatorHost(host)
+	if err == nil || !strings.Contains(err.Error(), "PUBSUB_EMULATOR_HOST="+host+" does not accept connections") {
+		t.Errorf("checkEmulatorHost(%s) = %v, want a clear error", host, err)
+	}
+	if err := checkEmulatorHost(Emulator(t)); err != nil {
+		t.Errorf("checkEmulatorHost of the running emulator: %v", err)
+	}
+}
+
 // fakeEmulator writes an executable that stands in for cloud-pubsub-emulator.
 func fakeEmulator(t *testing.T, body string) string {
 	t.Helper()

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -21,7 +20,8 @@ const tempPrefix = "pubq-testenv-"
 // state is what this test binary started; Main tears it down.
 var state struct {
 	mu      sync.Mutex
-	dir     string // per-binary temp dir: logs, clusters, built binaries
+	dir     string   // per-binary temp dir: logs, clusters, built binaries
+	lock    *os.File // flock on dir/owner.lock while this process lives
 	servers []*server
 	// setEmulatorHost is true when Emulator set PUBSUB_EMULATOR_HOST itself.
 	setEmulatorHost bool
@@ -59,6 +59,8 @@ func shutdown() error {
 			errs = append(errs, fmt.Errorf("testenv: removing %s: %w", state.dir, err))
 		}
 		state.dir = ""
+		state.lock.Close()
+		state.lock = nil
 	}
 	return errors.Join(errs...)
 }
@@ -86,35 +88,39 @@ func tempDir() (string, error) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		return "", fmt.Errorf("testenv: %w", err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "owner.pid"), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+	// Held until this process ends, however it ends: a sweeper that can take
+	// the lock knows the owner is gone.
+	lock, err := os.Create(filepath.Join(dir, "owner.lock"))
+	if err != nil {
 		return "", fmt.Errorf("testenv: %w", err)
 	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		return "", fmt.Errorf("testenv: locking %s: %w", lock.Name(), err)
+	}
+	state.lock = lock
 	state.dir = dir
 	return dir, nil
 }
 
 // removeStaleTempDirs deletes the temp dirs of test binaries that died
 // without running Main's teardown (timeouts, Ctrl-C): a throwaway cluster
-// is tens of megabytes.
+// is tens of megabytes. Their servers died with them (parent-death signal).
 func removeStaleTempDirs() {
 	matches, _ := filepath.Glob(filepath.Join(os.TempDir(), tempPrefix+"*"))
 	for _, dir := range matches {
-		b, err := os.ReadFile(filepath.Join(dir, "owner.pid"))
+		lock, err := os.Open(filepath.Join(dir, "owner.lock"))
 		if err != nil {
-			// Just created by another binary, or not ours: leave recent ones alone.
+			// Being created by another binary right now, or not ours.
 			if fi, serr := os.Stat(dir); serr == nil && time.Since(fi.ModTime()) > time.Hour {
 				os.RemoveAll(dir)
 			}
 			continue
 		}
-		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-		if err != nil || pid <= 0 {
-			continue
-		}
-		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+		if syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
 			removeClusterDir(filepath.Join(dir, "pg-run"))
 			os.RemoveAll(dir)
 		}
+		lock.Close()
 	}
 }
 

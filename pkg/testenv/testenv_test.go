@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -17,8 +18,8 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	if os.Getenv("TESTENV_HELPER") == "orphan" {
-		orphanHelper()
+	if mode := os.Getenv("TESTENV_HELPER"); mode != "" {
+		orphanHelper(mode)
 		return
 	}
 	Main(m)
@@ -225,18 +226,28 @@ func TestServerWaitReadyFailures(t *testing.T) {
 }
 
 // orphanHelper runs in a child test process: it starts a server, prints its
-// pid and exits without stopping it, as a test binary killed by a timeout would.
-func orphanHelper() {
-	dir, err := os.MkdirTemp("", "testenv-orphan-")
-	if err != nil {
-		panic(err)
+// pid and temp dir, and exits without stopping it, as a test binary killed by
+// a timeout would.
+func orphanHelper(mode string) {
+	var s *server
+	var err error
+	switch mode {
+	case "sleep":
+		var dir string
+		if dir, err = tempDir(); err == nil {
+			s, err = startServer("orphan", filepath.Join(dir, "log"), syscall.SIGTERM, os.Environ(), "sleep", "300")
+		}
+	case "postgres":
+		// As root this goes through setpriv, which must keep the signal.
+		s, _, err = startPostgres()
+	default:
+		err = fmt.Errorf("unknown helper mode %q", mode)
 	}
-	defer os.RemoveAll(dir)
-	s, err := startServer("orphan", filepath.Join(dir, "log"), syscall.SIGTERM, os.Environ(), "sleep", "300")
 	if err != nil {
-		panic(err)
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
-	fmt.Println(s.cmd.Process.Pid)
+	fmt.Println(s.cmd.Process.Pid, state.dir)
 	os.Exit(0)
 }
 
@@ -244,24 +255,40 @@ func TestServerDiesWithTestProcess(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("the parent-death signal is Linux-only")
 	}
-	t.Parallel()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "TESTENV_HELPER=orphan")
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("helper: %v", err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(out)))
-	if err != nil {
-		t.Fatalf("helper printed %q, want a pid", out)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !processGone(pid) {
-		if time.Now().After(deadline) {
-			syscall.Kill(pid, syscall.SIGKILL)
-			t.Fatalf("server pid %d outlived the test process that started it", pid)
-		}
-		time.Sleep(20 * time.Millisecond)
+	for _, mode := range []string{"sleep", "postgres"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			cmd := exec.Command(os.Args[0], "-test.run=^$")
+			cmd.Env = append(os.Environ(), "TESTENV_HELPER="+mode)
+			cmd.Stderr = os.Stderr
+			out, err := cmd.Output()
+			if err != nil {
+				t.Fatalf("helper: %v", err)
+			}
+			var pid int
+			var dir string
+			if _, err := fmt.Sscan(string(out), &pid, &dir); err != nil {
+				t.Fatalf("helper printed %q, want a pid and a dir", out)
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for !processGone(pid) {
+				if time.Now().After(deadline) {
+					syscall.Kill(pid, syscall.SIGKILL)
+					t.Fatalf("server pid %d outlived the test process that started it", pid)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			// The dead binary's temp dir (a whole cluster for postgres) is
+			// swept by the next binary that needs one.
+			if _, err := os.Stat(dir); err != nil {
+				t.Fatalf("the helper's temp dir: %v", err)
+			}
+			removeStaleTempDirs()
+			if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+				os.RemoveAll(dir)
+				t.Errorf("the temp dir %s of a dead test binary was not swept (%v)", dir, err)
+			}
+		})
 	}
 }
 
