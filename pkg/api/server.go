@@ -30,14 +30,15 @@ import (
 // of payloads averaging 16 KiB, while one job's payload is capped at job.MaxPayloadBytes anyway.
 const DefaultMaxBodyBytes = 16 << 20
 
-// MinTokenBytes is the shortest bearer token Config accepts: tokens are the only thing between the
-// network and the queue, so a guessable one is refused at start.
+// MinTokenBytes is the shortest bearer token worth using: tokens are the only thing between the
+// network and the queue. Shorter ones are accepted (local stacks use "dev-token"); the producer warns.
 const MinTokenBytes = 16
 
 // Config configures the API handler. Zero fields take the documented defaults.
 type Config struct {
-	// Tokens are the bearer tokens accepted on /v1/jobs (Authorization: Bearer <token>), each at least
-	// MinTokenBytes long; compared in constant time. Required unless Insecure.
+	// Tokens are the bearer tokens accepted on /v1/jobs (Authorization: Bearer <token>), non-empty and
+	// without whitespace (use at least MinTokenBytes of randomness); compared in constant time.
+	// Required unless Insecure.
 	Tokens []string
 	// Insecure turns authentication off, for local development only; it must be set explicitly and
 	// cannot be combined with Tokens. Default false.
@@ -74,8 +75,8 @@ func (c *Config) withDefaults() (Config, error) {
 		return out, errors.New("pubq: api: Config.Timeout must not be negative")
 	}
 	for i, t := range out.Tokens {
-		if len(t) < MinTokenBytes {
-			return out, fmt.Errorf("pubq: api: Config.Tokens[%d] is shorter than %d bytes", i, MinTokenBytes)
+		if t == "" {
+			return out, fmt.Errorf("pubq: api: Config.Tokens[%d] is empty", i)
 		}
 		if strings.ContainsAny(t, " \t\r\n") {
 			return out, fmt.Errorf("pubq: api: Config.Tokens[%d] contains whitespace", i)

@@ -200,7 +200,7 @@ func TestConfigValidation(t *testing.T) {
 		{"nil config", nil, "Config.Tokens is empty"},
 		{"no tokens", &Config{}, "Config.Tokens is empty"},
 		{"both", &Config{Tokens: []string{testToken}, Insecure: true}, "not both"},
-		{"short token", &Config{Tokens: []string{testToken, "short"}}, "Config.Tokens[1] is shorter than 16 bytes"},
+		{"empty token", &Config{Tokens: []string{testToken, ""}}, "Config.Tokens[1] is empty"},
 		{"token with space", &Config{Tokens: []string{"0123456789abcdef 0123"}}, "Config.Tokens[0] contains whitespace"},
 		{"negative body", &Config{Tokens: []string{testToken}, MaxBodyBytes: -1}, "MaxBodyBytes"},
 		{"negative timeout", &Config{Tokens: []string{testToken}, Timeout: -time.Second}, "Timeout"},

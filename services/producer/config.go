@@ -18,17 +18,18 @@ import (
 
 // config is everything the producer reads from its flags and environment, validated.
 type config struct {
-	project   string
-	queues    *queue.Config
-	db        store.Config
-	tokens    []string
-	insecure  bool
-	addr      string
-	migrate   bool
-	schedules bool
-	shutdown  time.Duration
-	logLevel  slog.Level
-	gcpLog    string // project for Cloud Logging's structured format; "" for plain JSON
+	project    string
+	queues     *queue.Config
+	db         store.Config
+	tokens     []string
+	weakTokens []int // 1-based positions of tokens shorter than api.MinTokenBytes: warned about
+	insecure   bool
+	addr       string
+	migrate    bool
+	schedules  bool
+	shutdown   time.Duration
+	logLevel   slog.Level
+	gcpLog     string // project for Cloud Logging's structured format; "" for plain JSON
 }
 
 // usageError is a configuration mistake: the process exits 2.
@@ -119,10 +120,10 @@ func loadConfig(args []string, getenv func(string) string) (*config, error) {
 	}
 	for i, t := range c.tokens {
 		// Never echo a token, not even a bad one.
-		if len(t) < api.MinTokenBytes {
-			bad("PUBQ_API_TOKENS: token %d of %d is shorter than %d bytes", i+1, len(c.tokens), api.MinTokenBytes)
-		} else if strings.ContainsAny(t, " \t\r\n") {
+		if strings.ContainsAny(t, " \t\r\n") {
 			bad("PUBQ_API_TOKENS: token %d of %d contains whitespace", i+1, len(c.tokens))
+		} else if len(t) < api.MinTokenBytes {
+			c.weakTokens = append(c.weakTokens, i+1)
 		}
 	}
 

@@ -13,7 +13,7 @@
 //	PUBQ_CLOUDSQL_INSTANCE    project:region:instance, with PUBQ_DATABASE_USER (SA@PROJECT.iam) and
 //	                          PUBQ_DATABASE_NAME; IAM database auth, PUBQ_CLOUDSQL_PRIVATE_IP=true to
 //	                          dial the private IP
-//	PUBQ_API_TOKENS           comma-separated bearer tokens, each at least 16 bytes (required)
+//	PUBQ_API_TOKENS           comma-separated bearer tokens (required; shorter than 16 bytes: a warning)
 //	PUBQ_INSECURE_NO_AUTH     true turns authentication off, for local development only (logs a warning)
 //	PORT                      listen port when --addr is not given (default 8080)
 //	PUBQ_MIGRATE              true applies the database migrations at start (default false)

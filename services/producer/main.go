@@ -60,6 +60,10 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		log.Warn("AUTHENTICATION IS OFF (PUBQ_INSECURE_NO_AUTH=true): anyone who reaches this port can enqueue jobs. " +
 			"For local development only; set PUBQ_API_TOKENS anywhere else.")
 	}
+	for _, n := range cfg.weakTokens {
+		log.Warn(fmt.Sprintf("PUBQ_API_TOKENS: token %d of %d is shorter than %d bytes; use long random tokens outside local development",
+			n, len(cfg.tokens), api.MinTokenBytes))
+	}
 	prov, err := telemetry.Setup(ctx, telemetry.Options{ServiceName: "pubq-producer", ServiceVersion: version, Logger: log})
 	if err != nil {
 		return usageError{err} // a bad OTEL_* variable
