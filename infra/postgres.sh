@@ -34,7 +34,10 @@ check_installed() {
 	if ((EUID == 0)); then
 		# initdb and postgres refuse to run as root.
 		id -u postgres >/dev/null 2>&1 || die "running as root but there is no 'postgres' user to run the server as"
-		command -v runuser >/dev/null 2>&1 || die "running as root but runuser (util-linux) is not installed"
+		local tool
+		for tool in runuser setpriv; do
+			command -v "$tool" >/dev/null 2>&1 || die "running as root needs $tool (util-linux) to switch to the postgres user"
+		done
 	fi
 }
 
