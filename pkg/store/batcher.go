@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -43,7 +44,12 @@ type Batcher struct {
 	timer     *time.Timer
 	closed    bool
 	wg        sync.WaitGroup
+
+	flushes, requests atomic.Int64
 }
+
+// Stats reports how many round trips the batcher made and how many requests they carried.
+func (b *Batcher) Stats() (flushes, requests int64) { return b.flushes.Load(), b.requests.Load() }
 
 type claimWait struct {
 	req ClaimRequest
@@ -192,6 +198,8 @@ func (b *Batcher) startFlushLocked() {
 		b.timer = nil
 	}
 	b.flushing++
+	b.flushes.Add(1)
+	b.requests.Add(int64(len(claims) + len(completes)))
 	b.wg.Add(1)
 	go func() {
 		defer b.wg.Done()

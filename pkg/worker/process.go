@@ -25,7 +25,24 @@ var errShutdown = errors.New("pubq: worker shut down before the job finished")
 var traceContext = propagation.TraceContext{}
 
 // process handles one delivery from start to ack or nack.
-func (w *Worker) process(mctx context.Context, rq *runQueue, m *pubsub.Message) {
+func (w *Worker) process(mctx context.Context, rq *runQueue, pm *pubsub.Message) {
+	m := &delivery{Message: pm}
+	if w.cfg.OnDone != nil {
+		defer func() { w.cfg.OnDone(m.job, m.acked) }()
+	}
+	w.handle(mctx, rq, m)
+}
+
+// delivery remembers what became of a message, for Config.OnDone.
+type delivery struct {
+	*pubsub.Message
+	job   *job.Job
+	acked bool
+}
+
+func (d *delivery) Ack() { d.acked = true; d.Message.Ack() }
+
+func (w *Worker) handle(mctx context.Context, rq *runQueue, m *delivery) {
 	select {
 	case <-w.stopping:
 		m.Nack() // shutting down: start nothing new
@@ -46,6 +63,7 @@ func (w *Worker) process(mctx context.Context, rq *runQueue, m *pubsub.Message) 
 		return
 	}
 	j.Queue = q.Name
+	m.job = j
 	h, isTx, ok := w.mux.lookup(j.Kind)
 	if !ok || !q.Accepts(j.Kind) {
 		w.deadLetterRaw(ctx, rq, m, j, job.ReasonUnknownKind, fmt.Errorf("pubq: no handler for kind %q on queue %q", j.Kind, q.Name))
@@ -211,7 +229,7 @@ func (w *Worker) claim(ctx context.Context, j *job.Job, p *retry.Policy, span tr
 }
 
 // finishFailure records what a failed attempt leads to and acks only once that is durable.
-func (w *Worker) finishFailure(ctx context.Context, rq *runQueue, m *pubsub.Message, j *job.Job, lease store.Lease, p *retry.Policy, span trace.Span, herr error, start time.Time) {
+func (w *Worker) finishFailure(ctx context.Context, rq *runQueue, m *delivery, j *job.Job, lease store.Lease, p *retry.Policy, span trace.Span, herr error, start time.Time) {
 	q := rq.q
 	outcome, delay := job.Classify(herr)
 	var ce *errCommit
@@ -270,7 +288,7 @@ func (w *Worker) finishFailure(ctx context.Context, rq *runQueue, m *pubsub.Mess
 
 // retryMessage is the delivery of the next attempt: the same data and attributes, the new attempt
 // number, and a link to the failed attempt's span.
-func (w *Worker) retryMessage(topic string, m *pubsub.Message, j *job.Job, attempt int, prev string) store.OutboxMessage {
+func (w *Worker) retryMessage(topic string, m *delivery, j *job.Job, attempt int, prev string) store.OutboxMessage {
 	attrs := make(map[string]string, len(m.Attributes)+2)
 	for k, v := range m.Attributes {
 		if k == job.AttrPubSubTraceParent || k == job.AttrTraceParent || k == job.AttrTraceState {
@@ -302,7 +320,7 @@ func deadAttributes(orig map[string]string, queue, reason, errText string, attem
 }
 
 // deadLetterRaw dead-letters a delivery that is not a runnable job, then acks it once that is durable.
-func (w *Worker) deadLetterRaw(ctx context.Context, rq *runQueue, m *pubsub.Message, j *job.Job, reason string, cause error) {
+func (w *Worker) deadLetterRaw(ctx context.Context, rq *runQueue, m *delivery, j *job.Job, reason string, cause error) {
 	q := rq.q
 	ctx, span := w.tracer.Start(ctx, "pubq dead-letter", trace.WithAttributes(attribute.String("pubq.dead_reason", reason),
 		attribute.String("messaging.message.id", m.ID), attribute.String("pubq.job.queue", q.Name)))
@@ -328,7 +346,7 @@ func (w *Worker) deadLetterRaw(ctx context.Context, rq *runQueue, m *pubsub.Mess
 // startSpan starts the handler's span as a child of the Pub/Sub client's process span, or — for a message
 // published with a plain W3C traceparent and no client tracing — as a child of that context, linked to
 // the process span. A retry's span links to the failed attempt's span.
-func (w *Worker) startSpan(ctx, mctx context.Context, m *pubsub.Message, j *job.Job) (context.Context, trace.Span) {
+func (w *Worker) startSpan(ctx, mctx context.Context, m *delivery, j *job.Job) (context.Context, trace.Span) {
 	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(telemetry.JobAttributes(j.Queue, j.Kind, j.Key, j.ID, j.Attempt)...),
 		trace.WithAttributes(telemetry.MessageAttributes("", "", m.ID)...)}

@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/pubq/pubq/pkg/job"
 	"github.com/pubq/pubq/pkg/queue"
 	"github.com/pubq/pubq/pkg/retry"
 	"github.com/pubq/pubq/pkg/store"
@@ -42,6 +43,8 @@ type Config struct {
 	BusyPoll time.Duration
 	// BatchDelay is the longest a claim or completion waits for companions. Default 2ms.
 	BatchDelay time.Duration
+	// BatchFlushes is how many claim/completion round trips may be in flight at once. Default 4.
+	BatchFlushes int
 	// Logger receives structured logs. Default: slog.Default().
 	Logger *slog.Logger
 	// Metrics records job metrics. Default: none.
@@ -52,6 +55,9 @@ type Config struct {
 	Rand rand.Source
 	// NoJitter turns jitter off (randomization 0) — only to measure what jitter buys.
 	NoJitter bool
+	// OnDone, if set, is called after each delivery is acked or nacked, with the job (nil if the
+	// message did not decode) and whether it was acked. For benchmarks and tests; keep it cheap.
+	OnDone func(j *job.Job, acked bool)
 }
 
 func (c *Config) withDefaults() (*Config, error) {
@@ -125,7 +131,7 @@ func New(client *pubsub.Client, st *store.Store, mux *Mux, cfg *Config) (*Worker
 	if err != nil {
 		return nil, err
 	}
-	b, err := store.NewBatcher(st, store.BatcherConfig{Owner: c.Owner, Lease: c.Lease, MaxDelay: c.BatchDelay})
+	b, err := store.NewBatcher(st, store.BatcherConfig{Owner: c.Owner, Lease: c.Lease, MaxDelay: c.BatchDelay, MaxFlushes: c.BatchFlushes})
 	if err != nil {
 		return nil, err
 	}
@@ -171,6 +177,9 @@ func New(client *pubsub.Client, st *store.Store, mux *Mux, cfg *Config) (*Worker
 	}
 	return w, nil
 }
+
+// BatchStats reports the claim/completion batcher's round trips and the requests they carried.
+func (w *Worker) BatchStats() (flushes, requests int64) { return w.batcher.Stats() }
 
 // Queues returns the names of the queues this worker receives.
 func (w *Worker) Queues() []string {

@@ -1,0 +1,397 @@
+// Command bench measures pubq's worker end to end on the Pub/Sub emulator against a baseline in the
+// same run: a raw Pub/Sub receive-and-ack loop with the same streams and flow control. Ratios are what
+// count (the machine is shared and noisy); absolute numbers are for orientation.
+//
+// Each mode gets its own topic and subscription and does two phases:
+//
+//	throughput  drain a pre-published backlog of -messages; jobs/s = messages / (last done − first receipt)
+//	latency     publish at -rate msg/s for -latency-for while consuming; per-job latency is publish call →
+//	            done (acked after the outcome is durable, for pubq), reported as p50/p99
+//
+// Modes: raw (receive + ack), pubq (decode, batched claim with lease, no-op handler, batched completion,
+// ack), pubq-traced (pubq with the Pub/Sub client's tracing, handler spans and SQL spans at 100 %
+// sampling into an in-process discarding exporter).
+//
+// It needs PUBSUB_EMULATOR_HOST and PUBQ_DATABASE_URL (make bench provides both).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime/pprof"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+
+	"cloud.google.com/go/pubsub/v2"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/pubq/pubq/pkg/admin"
+	"github.com/pubq/pubq/pkg/job"
+	"github.com/pubq/pubq/pkg/queue"
+	"github.com/pubq/pubq/pkg/store"
+	"github.com/pubq/pubq/pkg/worker"
+)
+
+type options struct {
+	messages    int
+	streams     int
+	outstanding int
+	rate        int
+	latencyFor  time.Duration
+	modes       []string
+	rounds      int
+	jsonOut     bool
+	flushes     int
+	delay       time.Duration
+}
+
+// Result is one mode's measurement.
+type Result struct {
+	Mode        string  `json:"mode"`
+	Round       int     `json:"round"`
+	Messages    int     `json:"messages"`
+	Seconds     float64 `json:"seconds"`
+	JobsPerSec  float64 `json:"jobs_per_sec"`
+	LatencyJobs int     `json:"latency_jobs"`
+	P50ms       float64 `json:"p50_ms"`
+	P99ms       float64 `json:"p99_ms"`
+}
+
+// Report is the whole run.
+type Report struct {
+	Streams     int                `json:"streams"`
+	Outstanding int                `json:"max_outstanding"`
+	Rate        int                `json:"latency_rate"`
+	Results     []Result           `json:"results"`
+	Ratios      map[string]float64 `json:"ratios"` // median jobs/s of a mode ÷ median jobs/s of raw
+}
+
+func main() {
+	var o options
+	var modes string
+	flag.IntVar(&o.messages, "messages", 60000, "messages per throughput phase")
+	flag.IntVar(&o.streams, "streams", 32, "streaming pulls per mode (NumGoroutines); the emulator paces each at ~2k msg/s")
+	flag.IntVar(&o.outstanding, "outstanding", 2000, "max outstanding messages (flow control), same for every mode")
+	flag.IntVar(&o.rate, "rate", 2000, "publish rate of the latency phase, msg/s")
+	flag.DurationVar(&o.latencyFor, "latency-for", 5*time.Second, "length of the latency phase")
+	flag.StringVar(&modes, "modes", "raw,pubq,pubq-traced", "modes to run, comma-separated")
+	flag.IntVar(&o.rounds, "rounds", 1, "rounds (modes interleaved per round); ratios use medians")
+	flag.BoolVar(&o.jsonOut, "json", false, "print JSON instead of a table")
+	flag.IntVar(&o.flushes, "batch-flushes", 0, "pubq: claim/completion round trips in flight (0: worker default)")
+	flag.DurationVar(&o.delay, "batch-delay", 0, "pubq: longest wait for batch companions (0: worker default)")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(2)
+		}
+		_ = pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
+	o.modes = strings.Split(modes, ",")
+	if err := run(context.Background(), o); err != nil {
+		pprof.StopCPUProfile()
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, o options) error {
+	if os.Getenv("PUBSUB_EMULATOR_HOST") == "" || os.Getenv("PUBQ_DATABASE_URL") == "" {
+		return fmt.Errorf("PUBSUB_EMULATOR_HOST and PUBQ_DATABASE_URL are required (use make bench)")
+	}
+	project := fmt.Sprintf("bench-%d", time.Now().UnixNano()%1e9)
+	rep := Report{Streams: o.streams, Outstanding: o.outstanding, Rate: o.rate, Ratios: map[string]float64{}}
+	for round := 1; round <= o.rounds; round++ {
+		for _, mode := range o.modes {
+			fmt.Fprintf(os.Stderr, "round %d: %s ...\n", round, mode)
+			r, err := runMode(ctx, o, project, mode, round)
+			if err != nil {
+				return fmt.Errorf("%s: %w", mode, err)
+			}
+			rep.Results = append(rep.Results, r)
+		}
+	}
+	base := median(rep.Results, "raw")
+	for _, mode := range o.modes {
+		if base > 0 && mode != "raw" {
+			rep.Ratios[mode+"/raw"] = median(rep.Results, mode) / base
+		}
+	}
+	if p, t := median(rep.Results, "pubq"), median(rep.Results, "pubq-traced"); p > 0 && t > 0 {
+		rep.Ratios["pubq-traced/pubq"] = t / p
+	}
+	if o.jsonOut {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep)
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "mode\tround\tmessages\tseconds\tjobs/s\tlatency jobs\tp50 ms\tp99 ms\t\n")
+	for _, r := range rep.Results {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.2f\t%.0f\t%d\t%.1f\t%.1f\t\n", r.Mode, r.Round, r.Messages, r.Seconds, r.JobsPerSec, r.LatencyJobs, r.P50ms, r.P99ms)
+	}
+	_ = tw.Flush()
+	fmt.Printf("\nstreams %d, max outstanding %d, latency phase %d msg/s for %s\n", o.streams, o.outstanding, o.rate, o.latencyFor)
+	for _, k := range sortedKeys(rep.Ratios) {
+		fmt.Printf("ratio %-18s %.2f\n", k, rep.Ratios[k])
+	}
+	return nil
+}
+
+func median(rs []Result, mode string) float64 {
+	var v []float64
+	for _, r := range rs {
+		if r.Mode == mode {
+			v = append(v, r.JobsPerSec)
+		}
+	}
+	if len(v) == 0 {
+		return 0
+	}
+	slices.Sort(v)
+	return v[len(v)/2]
+}
+
+func sortedKeys(m map[string]float64) []string {
+	var ks []string
+	for k := range m {
+		ks = append(ks, k)
+	}
+	slices.Sort(ks)
+	return ks
+}
+
+// consumer is a mode's receive side: start it, and it calls done(publishNanos) per finished job.
+type consumer func(ctx context.Context, done func(sentNS int64)) error
+
+func runMode(ctx context.Context, o options, project, mode string, round int) (Result, error) {
+	id := fmt.Sprintf("bench-%s-%d", mode, round)
+	traced := mode == "pubq-traced"
+	client, err := pubsub.NewClientWithConfig(ctx, project, &pubsub.ClientConfig{EnableOpenTelemetryTracing: traced})
+	if err != nil {
+		return Result{}, err
+	}
+	defer client.Close()
+	cfgYAML := fmt.Sprintf(`version: 1
+queues:
+  bench:
+    topic: %[1]s
+    subscription: %[1]s-sub
+    dead_letter_topic: %[1]s-dead
+    dead_letter_subscription: %[1]s-dead-sub
+    ack_deadline: 60s
+    concurrency: %[2]d
+    streams: %[3]d
+    kinds: [bench.noop]
+`, id, o.outstanding, o.streams)
+	qcfg, err := queue.Parse([]byte(cfgYAML))
+	if err != nil {
+		return Result{}, err
+	}
+	if _, err := admin.Bootstrap(ctx, client, project, qcfg); err != nil {
+		return Result{}, err
+	}
+	var consume consumer
+	var cleanup func()
+	switch mode {
+	case "raw":
+		consume = rawConsumer(client, qcfg.Queues[0].Subscription, o)
+	case "pubq", "pubq-traced":
+		consume, cleanup, err = pubqConsumer(ctx, client, qcfg, traced, o)
+		if err != nil {
+			return Result{}, err
+		}
+		defer cleanup()
+	default:
+		return Result{}, fmt.Errorf("unknown mode %q", mode)
+	}
+	res := Result{Mode: mode, Round: round, Messages: o.messages}
+
+	// Throughput: pre-publish the backlog, then drain it.
+	if err := publishN(ctx, client, qcfg.Queues[0].Topic, id+"-t", o.messages, 0); err != nil {
+		return res, err
+	}
+	var n atomic.Int64
+	var first, last atomic.Int64
+	all := make(chan struct{})
+	total := int64(o.messages)
+	cctx, stop := context.WithCancel(ctx)
+	var phase atomic.Int32 // 0 throughput, 1 latency
+	var latMu sync.Mutex
+	var lats []time.Duration
+	var latN atomic.Int64
+	latTotal := int64(o.rate) * int64(o.latencyFor/time.Second)
+	latDone := make(chan struct{})
+	errc := make(chan error, 1)
+	go func() {
+		errc <- consume(cctx, func(sent int64) {
+			now := time.Now().UnixNano()
+			if phase.Load() == 0 {
+				first.CompareAndSwap(0, now)
+				if n.Add(1) == total {
+					last.Store(now)
+					close(all)
+				}
+				return
+			}
+			if sent > 0 {
+				latMu.Lock()
+				lats = append(lats, time.Duration(now-sent))
+				latMu.Unlock()
+				if latN.Add(1) == latTotal {
+					close(latDone)
+				}
+			}
+		})
+	}()
+	// The first receipt is marked by the first done, which slightly favours nobody: both modes are
+	// measured the same way.
+	select {
+	case <-all:
+	case err := <-errc:
+		stop()
+		return res, fmt.Errorf("consumer stopped: %v", err)
+	case <-time.After(10 * time.Minute):
+		stop()
+		return res, fmt.Errorf("throughput phase timed out with %d of %d done", n.Load(), total)
+	}
+	res.Seconds = float64(last.Load()-first.Load()) / 1e9
+	res.JobsPerSec = float64(o.messages) / res.Seconds
+
+	// Latency: steady publishing while consuming.
+	phase.Store(1)
+	if latTotal > 0 {
+		if err := publishN(ctx, client, qcfg.Queues[0].Topic, id+"-l", int(latTotal), o.rate); err != nil {
+			stop()
+			return res, err
+		}
+		select {
+		case <-latDone:
+		case <-time.After(2 * time.Minute):
+		}
+	}
+	stop()
+	<-errc
+	latMu.Lock()
+	defer latMu.Unlock()
+	slices.Sort(lats)
+	res.LatencyJobs = len(lats)
+	if len(lats) > 0 {
+		res.P50ms = float64(lats[len(lats)/2]) / 1e6
+		res.P99ms = float64(lats[len(lats)*99/100]) / 1e6
+	}
+	return res, nil
+}
+
+// publishN publishes n jobs (distinct keys) whose data carries the publish time; rate 0 = as fast as possible.
+func publishN(ctx context.Context, client *pubsub.Client, topic, prefix string, n, rate int) error {
+	p := client.Publisher(topic)
+	defer p.Stop()
+	p.PublishSettings.CountThreshold = 500
+	p.PublishSettings.DelayThreshold = 5 * time.Millisecond
+	results := make([]*pubsub.PublishResult, 0, n)
+	start := time.Now()
+	for i := range n {
+		if rate > 0 {
+			if d := time.Until(start.Add(time.Duration(i) * time.Second / time.Duration(rate))); d > 0 {
+				time.Sleep(d)
+			}
+		}
+		data := fmt.Appendf(nil, `{"sent":%d}`, time.Now().UnixNano())
+		results = append(results, p.Publish(ctx, &pubsub.Message{Data: data,
+			Attributes: map[string]string{job.AttrKind: "bench.noop", job.AttrKey: fmt.Sprintf("%s-%d", prefix, i)}}))
+	}
+	for _, r := range results {
+		if _, err := r.Get(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func sentOf(data []byte) int64 {
+	var v struct {
+		Sent int64 `json:"sent"`
+	}
+	_ = json.Unmarshal(data, &v)
+	return v.Sent
+}
+
+func rawConsumer(client *pubsub.Client, sub string, o options) consumer {
+	return func(ctx context.Context, done func(int64)) error {
+		s := client.Subscriber(sub)
+		s.ReceiveSettings.NumGoroutines = o.streams
+		s.ReceiveSettings.MaxOutstandingMessages = o.outstanding
+		return s.Receive(ctx, func(_ context.Context, m *pubsub.Message) {
+			// The raw loop still parses what it received, as any consumer would.
+			sent := sentOf(m.Data)
+			m.Ack()
+			done(sent)
+		})
+	}
+}
+
+func pubqConsumer(ctx context.Context, client *pubsub.Client, qcfg *queue.Config, traced bool, o options) (consumer, func(), error) {
+	st, err := store.Open(ctx, store.Config{URL: os.Getenv("PUBQ_DATABASE_URL"), MaxConns: 32, Trace: traced})
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := st.Migrate(ctx); err != nil {
+		st.Close()
+		return nil, nil, err
+	}
+	var tp trace.TracerProvider = noop.NewTracerProvider()
+	var sdk *sdktrace.TracerProvider
+	if traced {
+		sdk = sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()), sdktrace.WithBatcher(discard{}))
+		tp = sdk
+	}
+	// The Pub/Sub client and otelpgx use the global provider.
+	setGlobalTracing(tp)
+	mux := worker.NewMux()
+	mux.HandleFunc("bench.noop", func(context.Context, *job.Job) error { return nil })
+	cleanup := func() {
+		if sdk != nil {
+			_ = sdk.Shutdown(context.Background())
+		}
+		setGlobalTracing(noop.NewTracerProvider())
+		st.Close()
+	}
+	return func(ctx context.Context, done func(int64)) error {
+		w, err := worker.New(client, st, mux, &worker.Config{Queues: qcfg, TracerProvider: tp,
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), ShutdownTimeout: 5 * time.Second,
+			BatchFlushes: o.flushes, BatchDelay: o.delay,
+			OnDone: func(j *job.Job, acked bool) {
+				if acked && j != nil {
+					done(sentOf(j.Payload))
+				}
+			}})
+		if err != nil {
+			return err
+		}
+		defer func() {
+			f, r := w.BatchStats()
+			fmt.Fprintf(os.Stderr, "  batcher: %d round trips, %.1f requests each\n", f, float64(r)/float64(max(f, 1)))
+		}()
+		return w.Run(ctx)
+	}, cleanup, nil
+}
+
+type discard struct{}
+
+func (discard) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
+func (discard) Shutdown(context.Context) error                             { return nil }
