@@ -53,7 +53,9 @@ func Bootstrap(ctx context.Context, client *pubsub.Client, project string, cfg *
 func TopicName(project, id string) string { return "projects/" + project + "/topics/" + id }
 
 // SubscriptionName is the full resource name of a subscription.
-func SubscriptionName(project, id string) string { return "projects/" + project + "/subscriptions/" + id }
+func SubscriptionName(project, id string) string {
+	return "projects/" + project + "/subscriptions/" + id
+}
 
 // WorkerSubscription is the subscription the worker receives q from, as the config describes it.
 // Pub/Sub's own retry and dead-letter policies are the backstop for messages pubq never acks (a crash

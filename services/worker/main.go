@@ -71,17 +71,17 @@ type usageError struct{ error }
 
 // env holds the configuration read from the environment.
 type env struct {
-	project   string
-	queues    *queue.Config
-	db        store.Config
-	only      []string
-	lease     time.Duration
-	shutdown  time.Duration
-	maxExt    time.Duration
-	addr      string
-	noJitter  bool
-	migrate   bool
-	prune     time.Duration
+	project  string
+	queues   *queue.Config
+	db       store.Config
+	only     []string
+	lease    time.Duration
+	shutdown time.Duration
+	maxExt   time.Duration
+	addr     string
+	noJitter bool
+	migrate  bool
+	prune    time.Duration
 }
 
 func readEnv() (*env, error) {
