@@ -14,7 +14,12 @@ if [[ -n "${PUBSUB_EMULATOR_HOST:-}" && -n "${PUBQ_TEST_DATABASE_URL:-}" ]]; the
 	exec "$@"
 fi
 export PUBQ_RUN_DIR="${PUBQ_RUN_DIR:-$(cd "$here/.." && pwd -P)/.run/stack-$$}"
-cleanup() { "$here/stack.sh" down >/dev/null 2>&1 || true; }
+cleanup() {
+	local rc=$?
+	"$here/stack.sh" down >/dev/null 2>&1 || true
+	# Keep the servers' logs when the command failed; they are the first thing to read.
+	if [[ $rc -eq 0 ]]; then rm -rf "$PUBQ_RUN_DIR"; else echo "with-stack: logs kept in $PUBQ_RUN_DIR" >&2; fi
+}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 eval "$("$here/stack.sh" up)"
