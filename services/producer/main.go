@@ -183,12 +183,37 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	cancel()
 	// Publish what the last requests committed now rather than leaving it to another replica's relay.
 	fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	if _, err := relay.RelayOnce(fctx); err != nil {
-		log.Warn("final relay pass failed; the outbox keeps the rows for the next relay", "error", err)
+	if err := flushOutbox(fctx, relay, st); err != nil {
+		log.Warn("final relay pass incomplete; the outbox keeps the rows for the next relay", "error", err)
 	}
 	cancel()
 	stopBG()
 	wg.Wait()
 	log.Info("producer stopped")
 	return runErr
+}
+
+// flushOutbox publishes every due outbox row, waiting out rows the background relay holds right now
+// (cancelling it mid-publish would push them back by a retry delay). Rows whose publish fails are
+// rescheduled by the relay and so stop being due: the loop ends.
+func flushOutbox(ctx context.Context, relay *publish.Relay, st *store.Store) error {
+	for {
+		if _, err := relay.RelayOnce(ctx); err != nil {
+			return err
+		}
+		due, _, err := st.OutboxStats(ctx)
+		if err != nil {
+			return err
+		}
+		if due == 0 {
+			return nil
+		}
+		t := time.NewTimer(50 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
 }

@@ -336,3 +336,84 @@ func TestProducerRefusesBadConfig(t *testing.T) {
 		})
 	}
 }
+
+func TestProducerDrainsOnSIGTERM(t *testing.T) {
+	qpath := filepath.Join(testenv.RepoRoot(t), "queues.yaml")
+	qs, err := queue.Load(qpath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	project, sub, _ := pubsubSetup(t, qs)
+	port := testenv.FreePort(t)
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	p := startProducer(t, map[string]string{
+		"PUBQ_PROJECT":          project,
+		"PUBQ_QUEUES":           qpath,
+		"PUBQ_DATABASE_URL":     testenv.Postgres(t),
+		"PUBQ_API_TOKENS":       goodToken,
+		"PUBQ_MIGRATE":          "true",
+		"PUBQ_SCHEDULES":        "false",
+		"PUBQ_SHUTDOWN_TIMEOUT": "20s",
+		"PUBSUB_EMULATOR_HOST":  os.Getenv("PUBSUB_EMULATOR_HOST"),
+	}, "--addr", fmt.Sprintf("127.0.0.1:%d", port))
+	p.waitReady(t, base)
+
+	// A request whose body is still on its way when SIGTERM arrives must be answered, and its job
+	// published before the process exits.
+	pr, pw := io.Pipe()
+	req, _ := http.NewRequest(http.MethodPost, base+"/v1/jobs", pr)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+goodToken)
+	type result struct {
+		status int
+		body   string
+		err    error
+	}
+	answered := make(chan result, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			answered <- result{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		answered <- result{status: resp.StatusCode, body: string(b)}
+	}()
+	time.Sleep(500 * time.Millisecond) // the headers go out; the handler waits for the body
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(p.out.String(), "shutting down"); {
+		if time.Now().After(deadline) {
+			t.Fatal("the producer did not start shutting down")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := http.Get(base + "/healthz"); err == nil {
+		t.Error("a new connection was accepted while draining")
+	}
+	if _, err := io.WriteString(pw, `{"kind":"payment.capture","key":"late-1","payload":{"n":1}}`); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	r := <-answered
+	if r.err != nil || r.status != http.StatusAccepted {
+		t.Fatalf("the request in flight got %d %q (%v), want 202", r.status, r.body, r.err)
+	}
+	if code := p.wait(t, 30*time.Second); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var key string
+	_ = sub.Receive(ctx, func(_ context.Context, m *pubsub.Message) {
+		m.Ack()
+		key = m.Attributes[job.AttrKey]
+		cancel()
+	})
+	if key != "late-1" {
+		t.Fatalf("the job enqueued while draining was not published before exit (got key %q)", key)
+	}
+}
