@@ -77,39 +77,48 @@ func Ranges(ctx context.Context, db Querier, n int) ([]Range, error) {
 	return out, nil
 }
 
-// candidatesSQL looks up, for every live student of the range, its oldest live match by
-// normalised e-mail and by (lower first name, lower last name, birth date). Each lookup is a
-// LATERAL ... ORDER BY id LIMIT 1 on a partial (key, id) index (students_email_norm_idx,
-// students_name_birth_idx), so it stops at the first, oldest, entry. One statement per range,
-// ordered by the database.
+// candidatesSQL joins the live students of the range to all live students on each match key
+// (students.email_norm; last_name_lower, first_name_lower, birth_date: stored, C-collated, each
+// with a partial (key..., id) index) and keeps the oldest match per student. The planner picks
+// the join: at thousands of students per range a merge join against an index-only scan of the
+// key index, for small ranges index probes. One statement per range, ordered by the database.
 const candidatesSQL = `
-SELECT least(e.id, n.id), d.id,
-       concat_ws(',', CASE WHEN e.id <= n.id OR n.id IS NULL THEN 'email' END,
-                      CASE WHEN n.id <= e.id OR e.id IS NULL THEN 'name_birth_date' END)
-FROM students d
-LEFT JOIN LATERAL (
-	SELECT s.id FROM students s
-	WHERE s.email_norm = d.email_norm AND s.merged_into IS NULL AND s.id < d.id
-	ORDER BY s.id LIMIT 1) e ON true
-LEFT JOIN LATERAL (
-	SELECT s.id FROM students s
-	WHERE lower(s.first_name) = lower(d.first_name) AND lower(s.last_name) = lower(d.last_name)
-	  AND s.birth_date = d.birth_date AND s.merged_into IS NULL AND s.id < d.id
-	ORDER BY s.id LIMIT 1) n ON true
-WHERE d.id BETWEEN $1 AND $2 AND d.merged_into IS NULL AND (e.id IS NOT NULL OR n.id IS NOT NULL)
-ORDER BY d.id`
+WITH d AS MATERIALIZED (
+	SELECT id, email_norm, first_name_lower, last_name_lower, birth_date
+	FROM students
+	WHERE id BETWEEN $1 AND $2 AND merged_into IS NULL
+),
+by_email AS (
+	SELECT d.id, min(s.id) AS survivor
+	FROM d JOIN students s ON s.email_norm = d.email_norm AND s.id < d.id AND s.merged_into IS NULL
+	GROUP BY d.id
+),
+by_name AS (
+	SELECT d.id, min(s.id) AS survivor
+	FROM d JOIN students s
+	  ON s.last_name_lower = d.last_name_lower AND s.first_name_lower = d.first_name_lower
+	 AND s.birth_date = d.birth_date AND s.id < d.id AND s.merged_into IS NULL
+	GROUP BY d.id
+)
+SELECT least(e.survivor, n.survivor), id,
+       concat_ws(',', CASE WHEN e.survivor <= n.survivor OR n.survivor IS NULL THEN 'email' END,
+                      CASE WHEN n.survivor <= e.survivor OR e.survivor IS NULL THEN 'name_birth_date' END)
+FROM by_email e FULL JOIN by_name n USING (id)
+ORDER BY id`
 
 // FindCandidates returns the likely duplicates whose newer account lies in r, ordered by
-// duplicate id. Two live accounts match when their e-mails normalise alike
-// (students.email_norm, from edtech_normalize_email: lower-case, trimmed; for
-// gmail.com/googlemail.com also without dots and +tag) or when lower(first_name), lower(last_name) and birth_date are equal (a NULL birth date
-// matches nothing). Each duplicate is paired with its oldest match (lowest id); merged accounts
-// are neither duplicates nor survivors. It runs one set-based statement.
+// duplicate id. Two live accounts match when their e-mails normalise alike (edtech_normalize_email:
+// lower-case, trimmed; for gmail.com/googlemail.com also without dots and +tag) or when
+// lower(first_name), lower(last_name) and birth_date are equal (a NULL birth date matches
+// nothing). Each duplicate is paired with its oldest match (lowest id); merged accounts are
+// neither duplicates nor survivors. It runs one set-based statement.
 func FindCandidates(ctx context.Context, db Querier, r Range) ([]Pair, error) {
 	if err := r.Validate(); err != nil {
 		return nil, err
 	}
-	rows, err := db.Query(ctx, candidatesSQL, r.First, r.Last)
+	// QueryExecModeExec: an unnamed statement is planned for these bounds every time; a cached
+	// generic plan would assume a small range and probe row by row.
+	rows, err := db.Query(ctx, candidatesSQL, pgx.QueryExecModeExec, r.First, r.Last)
 	if err != nil {
 		return nil, fmt.Errorf("scan: finding candidates in %d..%d: %w", r.First, r.Last, err)
 	}
