@@ -55,7 +55,6 @@ type table struct {
 	// transitively, another student column (attendance_notes.student_id through attendance).
 	studentCols []string
 	incoming    []*foreignKey
-	outgoing    []*foreignKey
 }
 
 // ident is the quoted, schema-qualified name for SQL.
@@ -75,8 +74,9 @@ func (t *table) isStudentCol(c string) bool { return slices.Contains(t.studentCo
 type graph struct {
 	students *table
 	rootCol  string
-	tables   []*table // students first, then by label: a deterministic processing order
-	fks      []*foreignKey
+	tables   []*table      // students first, then by label: a deterministic processing order
+	fks      []*foreignKey // FKs between tables below students: what folds follow
+	checked  []*foreignKey // every FK of a table below students: what Verify checks for orphans
 }
 
 // discover reads the FK graph below students from pg_catalog, so a table added later is covered
@@ -136,9 +136,18 @@ func discover(ctx context.Context, q Querier) (*graph, error) {
 			}
 		}
 	}
+	// The tables those reference (courses, sessions, ...) are loaded too, for Verify's orphan check.
 	oids := make([]uint32, 0, len(below))
+	loaded := map[uint32]bool{}
 	for oid := range below {
 		oids = append(oids, oid)
+		loaded[oid] = true
+	}
+	for _, r := range raws {
+		if below[r.child] && !loaded[r.parent] {
+			oids = append(oids, r.parent)
+			loaded[r.parent] = true
+		}
 	}
 	tables, err := loadTables(ctx, q, oids)
 	if err != nil {
@@ -150,13 +159,15 @@ func discover(ctx context.Context, q Querier) (*graph, error) {
 	}
 	g.rootCol = g.students.pk[0]
 	for _, r := range raws {
-		if !below[r.parent] {
+		if !below[r.child] {
 			continue
 		}
 		fk := &foreignKey{name: r.name, child: tables[r.child], cols: r.cols, parent: tables[r.parent], refCols: r.refCols}
-		fk.parent.incoming = append(fk.parent.incoming, fk)
-		fk.child.outgoing = append(fk.child.outgoing, fk)
-		g.fks = append(g.fks, fk)
+		g.checked = append(g.checked, fk)
+		if below[r.parent] {
+			fk.parent.incoming = append(fk.parent.incoming, fk)
+			g.fks = append(g.fks, fk)
+		}
 	}
 
 	// Student columns: a fixpoint over the FKs, starting at students.id.
@@ -174,7 +185,10 @@ func discover(ctx context.Context, q Querier) (*graph, error) {
 			}
 		}
 	}
-	for _, t := range tables {
+	for oid, t := range tables {
+		if !below[oid] {
+			continue
+		}
 		sort.Slice(t.studentCols, func(i, j int) bool {
 			return slices.Index(t.order, t.studentCols[i]) < slices.Index(t.order, t.studentCols[j])
 		})

@@ -432,6 +432,20 @@ func TestVerifyCatchesPlantedOrphanAndStaleReference(t *testing.T) {
 		t.Fatalf("Verify = %v, want the planted orphan", err)
 	}
 	mustExec(t, w.pool, `DELETE FROM grade_comments WHERE grade_id = 987654`)
+	// An orphan on an FK leaving the student side (enrollments -> courses) counts too.
+	conn, err = w.pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, conn, `SET session_replication_role = replica`)
+	mustExec(t, conn, `UPDATE enrollments SET course_id = 987654 WHERE id = $1`, w.ids["enrX1"])
+	mustExec(t, conn, `RESET session_replication_role`)
+	conn.Release()
+	err = merge.Verify(ctx, w.pool, w.S, w.D, rep)
+	if !errors.Is(err, merge.ErrVerify) || !strings.Contains(err.Error(), "enrollments: 1 orphan rows (enrollments_course_id_fkey references missing courses rows)") {
+		t.Fatalf("Verify = %v, want the planted course orphan", err)
+	}
+	mustExec(t, w.pool, `UPDATE enrollments SET course_id = $1 WHERE id = $2`, w.ids["c1"], w.ids["enrX1"])
 	if err := merge.Verify(ctx, w.pool, w.S, w.D, rep); err != nil {
 		t.Fatalf("Verify after removing the orphan: %v", err)
 	}

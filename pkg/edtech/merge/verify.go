@@ -14,8 +14,8 @@ import (
 //   - the duplicate exists and is marked merged into the survivor, which exists and is not merged;
 //   - no row references the duplicate, across every FK discovered now (so a table added since the
 //     merge is checked too);
-//   - no row of any table below students is an orphan (an FK value with no referenced row), which
-//     a merge run with triggers disabled could leave behind;
+//   - no row of any table below students is an orphan (an FK value with no referenced row, on any
+//     of its FKs, courses and sessions included), which a load with triggers disabled could leave;
 //   - for every table with a student column, the survivor's rows equal the report's SurvivorRows.
 //
 // All problems are returned together, joined under ErrVerify. Verify reads every FK of every table
@@ -92,7 +92,7 @@ func Verify(ctx context.Context, q Querier, survivorID, duplicateID int64, repor
 	if err != nil {
 		return err
 	}
-	for i, fk := range g.fks {
+	for i, fk := range g.checked {
 		if orphans[i] != 0 {
 			add("%s: %d orphan rows (%s references missing %s rows)", fk.child.label(), orphans[i], fk.name, fk.parent.label())
 		}
@@ -107,12 +107,12 @@ func Verify(ctx context.Context, q Querier, survivorID, duplicateID int64, repor
 // countOrphans counts, per FK (MATCH SIMPLE: a row with a NULL FK column references nothing), the
 // child rows whose referenced row is missing, in one round trip.
 func countOrphans(ctx context.Context, q Querier, g *graph) ([]int64, error) {
-	out := make([]int64, len(g.fks))
-	if len(g.fks) == 0 {
+	out := make([]int64, len(g.checked))
+	if len(g.checked) == 0 {
 		return out, nil
 	}
 	var parts []string
-	for i, fk := range g.fks {
+	for i, fk := range g.checked {
 		var notNull, match []string
 		for j, c := range fk.cols {
 			qc := "c." + pgx.Identifier{c}.Sanitize()
