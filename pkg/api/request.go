@@ -117,7 +117,8 @@ func decodeJob(raw []byte, headerKey string, inBatch bool) (publish.Request, *Pr
 		case errors.As(err, &te) && te.Field == "":
 			return publish.Request{}, invalid("jobs", "a job must be a JSON object, not %s", te.Value)
 		case errors.As(err, &te):
-			return publish.Request{}, invalid(te.Field, "%q must be a JSON %s, not %s", te.Field, jsonTypeOf(te.Field), te.Value)
+			// payload takes any JSON value, so only the string fields get here.
+			return publish.Request{}, invalid(te.Field, "%q must be a JSON string, not %s", te.Field, te.Value)
 		case strings.HasPrefix(err.Error(), "json: unknown field "):
 			name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
 			return publish.Request{}, invalid(name, "unknown field %q (a job has kind, key, payload, run_at, run_in)", name)
@@ -205,15 +206,6 @@ func fromDecodeError(err error) *Problem {
 		field = "payload"
 	}
 	return invalid(field, "%q: %s", field, de.Reason)
-}
-
-func jsonTypeOf(field string) string {
-	switch field {
-	case "payload":
-		return "value"
-	default:
-		return "string"
-	}
 }
 
 func truncate(s string, n int) string { return job.Truncate(s, n) }

@@ -232,26 +232,26 @@ func (s *server) jobs(w http.ResponseWriter, r *http.Request) {
 	}
 	if p := checkContentType(r.Header.Get("Content-Type")); p != nil {
 		w.Header().Set("Accept-Post", "application/json")
-		writeProblem(w, p)
+		s.refuse(w, r, p)
 		return
 	}
 	if r.ContentLength > s.cfg.MaxBodyBytes {
-		writeProblem(w, s.bodyTooLarge())
+		s.refuse(w, r, s.bodyTooLarge())
 		return
 	}
 	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			writeProblem(w, s.bodyTooLarge())
+			s.refuse(w, r, s.bodyTooLarge())
 			return
 		}
-		writeProblem(w, newProblem(TypeMalformed, http.StatusBadRequest, "reading the body failed before its end"))
+		s.refuse(w, r, newProblem(TypeMalformed, http.StatusBadRequest, "reading the body failed before its end"))
 		return
 	}
 	keys := r.Header.Values("Idempotency-Key")
 	if len(keys) > 1 {
-		writeProblem(w, invalid("key", "more than one Idempotency-Key header"))
+		s.refuse(w, r, invalid("key", "more than one Idempotency-Key header"))
 		return
 	}
 	headerKey := ""
@@ -260,7 +260,7 @@ func (s *server) jobs(w http.ResponseWriter, r *http.Request) {
 	}
 	reqs, batch, p := decodeBody(data, headerKey)
 	if p != nil {
-		writeProblem(w, p)
+		s.refuse(w, r, p)
 		return
 	}
 	// Validate and route every job before touching the database: a refusal costs no transaction and
@@ -275,7 +275,7 @@ func (s *server) jobs(w http.ResponseWriter, r *http.Request) {
 			if batch {
 				p.at(i)
 			}
-			writeProblem(w, p)
+			s.refuse(w, r, p)
 			return
 		}
 	}
@@ -291,7 +291,7 @@ func (s *server) jobs(w http.ResponseWriter, r *http.Request) {
 		if p.Status == http.StatusServiceUnavailable {
 			w.Header().Set("Retry-After", "1")
 		}
-		writeProblem(w, p)
+		s.refuse(w, r, p)
 		return
 	}
 	fresh := 0
@@ -314,6 +314,22 @@ func (s *server) jobs(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.InfoContext(ctx, "batch enqueued", "jobs", len(res), "new", fresh)
 	writeJSON(w, status, batchResultJSON{Jobs: res})
+}
+
+// refuse answers p and logs the refusal at debug level (why a client keeps getting 400 is a common
+// question); server-side failures are logged where they happen.
+func (s *server) refuse(w http.ResponseWriter, r *http.Request, p *Problem) {
+	if p.Status < 500 {
+		attrs := []slog.Attr{slog.Int("status", p.Status), slog.String("type", p.Type)}
+		if p.Field != "" {
+			attrs = append(attrs, slog.String("field", p.Field))
+		}
+		if p.Index != nil {
+			attrs = append(attrs, slog.Int("index", *p.Index))
+		}
+		s.log.LogAttrs(r.Context(), slog.LevelDebug, "request refused", attrs...)
+	}
+	writeProblem(w, p)
 }
 
 func (s *server) bodyTooLarge() *Problem {

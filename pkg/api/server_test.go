@@ -422,6 +422,10 @@ func TestBadRequest(t *testing.T) {
 			if !errors.Is(&p, publish.ErrInvalid) {
 				t.Error("the problem is not publish.ErrInvalid")
 			}
+			if logs := b.logs.String(); !strings.Contains(logs, `"msg":"request refused"`) || !strings.Contains(logs, `"status":400`) ||
+				(tc.field != "" && !strings.Contains(logs, `"field":"`+tc.field+`"`)) {
+				t.Errorf("the refusal was not logged at debug level: %s", logs)
+			}
 			if n := len(b.enq.Calls()); n != 0 {
 				t.Fatalf("a refused request reached the database (%d calls)", n)
 			}
