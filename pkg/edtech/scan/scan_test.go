@@ -14,6 +14,7 @@ import (
 	"github.com/pubq/pubq/pkg/edtech/merge"
 	"github.com/pubq/pubq/pkg/edtech/scan"
 	"github.com/pubq/pubq/pkg/edtech/seed"
+	"github.com/pubq/pubq/pkg/testenv"
 )
 
 func seeded(t *testing.T, students int, rate float64) (*pgxpool.Pool, *seed.Result) {
@@ -228,7 +229,7 @@ func TestFindCandidatesErrors(t *testing.T) {
 		}
 	}
 	// A database without the schema: the error says what was being done.
-	bare, err := pgxpool.New(ctx, pgtest.Postgres(t))
+	bare, err := pgxpool.New(ctx, testenv.Postgres(t))
 	if err != nil {
 		t.Fatal(err)
 	}

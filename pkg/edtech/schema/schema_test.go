@@ -7,13 +7,13 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/pubq/pubq/pkg/edtech/internal/pgtest"
 	"github.com/pubq/pubq/pkg/edtech/schema"
+	"github.com/pubq/pubq/pkg/testenv"
 )
 
 func newPool(t *testing.T) *pgxpool.Pool {
 	t.Helper()
-	pool, err := pgxpool.New(context.Background(), pgtest.Postgres(t))
+	pool, err := pgxpool.New(context.Background(), testenv.Postgres(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,3 @@
-// Package pgtest gives edtech tests a fresh, migrated Postgres database. It is a stand-in until
-// pkg/testenv lands: it creates a throwaway database on $PUBQ_TEST_DATABASE_URL (default
-// postgres://postgres@127.0.0.1:5432/postgres) and drops it at cleanup.
+// Package pgtest gives edtech tests a fresh database with the edtech schema applied, on top of
+// pkg/testenv (which owns the server and drops the database when the test ends).
 package pgtest
