@@ -81,13 +81,13 @@ func (r *Report) Format(w io.Writer) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "table\tmoved\tfolded\tdeleted\tfilled\tsurvivor rows\tduplicate rows\t")
+	fmt.Fprintln(tw, "table\tmoved\tfolded\tdeleted\tfilled\tsurvivor rows\tduplicate rows")
 	for _, t := range r.Tables {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d → %d\t%d → 0\t\n",
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d → %d\t%d → 0\n",
 			t.Table, t.Moved, t.Folded, t.Deleted, t.Filled, t.SurvivorRowsBefore, t.SurvivorRows, t.DuplicateRowsBefore)
 	}
 	s := r.Totals()
-	fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t\t\t\n", s.Table, s.Moved, s.Folded, s.Deleted, s.Filled)
+	fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\n", s.Table, s.Moved, s.Folded, s.Deleted, s.Filled)
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("merge: formatting report: %w", err)
 	}
