@@ -24,7 +24,7 @@ type QueueStats struct {
 	// In the window:
 	Succeeded int64 `json:"succeeded"` // jobs that succeeded
 	Failed    int64 `json:"failed"`    // attempts that failed (retried, dead-lettered or cancelled)
-	Died      int64 `json:"died"`      // jobs dead-lettered
+	Died      int64 `json:"died"`      // jobs dead-lettered (including those replayed since)
 	// Throughput is Succeeded per second over the window.
 	Throughput float64 `json:"throughput_per_sec"`
 	// OldestWaiting is how long the oldest due job has waited past its run time; zero when none waits.
@@ -115,13 +115,19 @@ func (i *Inspector) Stats(ctx context.Context, window time.Duration) (*Stats, er
 		if err != nil {
 			return err
 		}
-		rows, err = tx.Query(ctx, `SELECT j.queue, count(*) FROM pubq.attempts a JOIN pubq.jobs j ON j.key = a.job_key
+		// Dead attempts of jobs no longer dead (replayed since) count as deaths in the window too.
+		rows, err = tx.Query(ctx, `SELECT j.queue, count(*),
+				count(*) FILTER (WHERE a.outcome = 'dead' AND NOT (j.state = 'dead' AND j.fence = a.fence))
+			FROM pubq.attempts a JOIN pubq.jobs j ON j.key = a.job_key
 			WHERE a.finished_at >= now() - make_interval(secs => $1) AND a.outcome <> 'snooze' GROUP BY j.queue`, secs)
 		if err != nil {
 			return err
 		}
-		_, err = pgx.ForEachRow(rows, []any{&name, &n}, func() error {
-			get(name).Failed += n
+		var replayed int64
+		_, err = pgx.ForEachRow(rows, []any{&name, &n, &replayed}, func() error {
+			q := get(name)
+			q.Failed += n
+			q.Died += replayed
 			return nil
 		})
 		if err != nil {
