@@ -65,9 +65,14 @@ func (h *handler) parseTemplates() map[string]*template.Template {
 		},
 		"dur":   human,
 		"trunc": trunc,
-		"rate":  func(f float64) string { return fmt.Sprintf("%.1f", f) },
-		"json":  func(raw json.RawMessage) string { return string(raw) },
-		"get":   func(m map[string]int64, k string) int64 { return m[k] },
+		"rate": func(f float64) string {
+			if f > 0 && f < 10 {
+				return fmt.Sprintf("%.2f", f)
+			}
+			return fmt.Sprintf("%.0f", f)
+		},
+		"json": func(raw json.RawMessage) string { return string(raw) },
+		"get":  func(m map[string]int64, k string) int64 { return m[k] },
 	}
 	out := map[string]*template.Template{}
 	for _, p := range pageNames {
@@ -88,7 +93,11 @@ func human(d time.Duration) string {
 	case d < time.Hour:
 		return strings.TrimSuffix(d.Round(time.Second).String(), "0s")
 	case d < 48*time.Hour:
-		return strings.TrimSuffix(d.Round(time.Minute).String(), "0s")
+		s := strings.TrimSuffix(d.Round(time.Minute).String(), "0s")
+		if strings.HasSuffix(s, "h0m") {
+			s = strings.TrimSuffix(s, "0m")
+		}
+		return s
 	}
 	days := d / (24 * time.Hour)
 	return fmt.Sprintf("%dd%dh", days, (d-days*24*time.Hour)/time.Hour)
