@@ -35,7 +35,11 @@ func human(d time.Duration) string {
 	case d < time.Hour:
 		return strings.TrimSuffix(d.Round(time.Second).String(), "0s")
 	case d < 48*time.Hour:
-		return strings.TrimSuffix(d.Round(time.Minute).String(), "0s")
+		s := strings.TrimSuffix(d.Round(time.Minute).String(), "0s")
+		if strings.HasSuffix(s, "h0m") {
+			s = strings.TrimSuffix(s, "0m")
+		}
+		return s
 	}
 	days := d / (24 * time.Hour)
 	return fmt.Sprintf("%dd%dh", days, (d-days*24*time.Hour)/time.Hour)
