@@ -13,6 +13,12 @@
 // only of student columns) differ: the survivor's NULL columns are first filled from the
 // duplicate's row. The duplicate account itself is never deleted; it is marked merged_into.
 //
+// Order: all folds run before the move. A fold works top-down from the colliding row: its
+// children are re-pointed (folding their own collisions first, depth-first) before the row is
+// deleted, so no CASCADE or SET NULL ever fires. Collisions are judged against the final state
+// (every duplicate id already replaced), so the tables can be visited in any order. The move is a
+// single statement over all tables, so it needs no order at all.
+//
 // [Merge] (or [Run], the job handler's entry point) does the work; [Plan] is its dry run, whose
 // report equals the real run's; [Verify] checks a finished merge; [Report.Format] renders a report
 // for the on-call CLI.

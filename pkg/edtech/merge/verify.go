@@ -18,7 +18,8 @@ import (
 //     of its FKs, courses and sessions included), which a load with triggers disabled could leave;
 //   - for every table with a student column, the survivor's rows equal the report's SurvivorRows.
 //
-// All problems are returned together, joined under ErrVerify. Verify reads every FK of every table
+// A nil report skips the count check (useful after several merges). All problems are returned
+// together, joined under ErrVerify. Verify reads every FK of every table
 // below students in full: meant for tests and on-call checks, not for the hot path.
 func Verify(ctx context.Context, q Querier, survivorID, duplicateID int64, report *Report) error {
 	g, err := discover(ctx, q)
