@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# make demo: the whole local stack — Pub/Sub emulator, PostgreSQL, producer and worker as separate
+# processes (and Jaeger, if infra/jaeger.sh build was run once) — a few thousand jobs over HTTP with live
+# progress, a summary, then teardown. Needs only what make build produced in bin/.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+cd "$root"
+export PUBQ_RUN_DIR="$root/.run/demo"
+rm -rf "$PUBQ_RUN_DIR"
+mkdir -p "$PUBQ_RUN_DIR"
+pids=()
+jaeger=""
+pport="" wport=""
+cleanup() {
+	rc=$?
+	if [[ -n "${PUBQ_DEMO_KEEP:-}" && $rc -eq 0 ]]; then
+		echo "PUBQ_DEMO_KEEP: the stack stays up (producer :$pport, worker :$wport); stop it with: kill ${pids[*]}; infra/stack.sh down"
+		echo "$(infra/stack.sh env 2>/dev/null)"
+		return
+	fi
+	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+	[[ -n "$jaeger" ]] && infra/jaeger.sh stop >/dev/null 2>&1 || true
+	infra/stack.sh down >/dev/null 2>&1 || true
+	if [[ $rc -ne 0 ]]; then echo "demo failed; logs in $PUBQ_RUN_DIR" >&2; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+echo "▶ starting the Pub/Sub emulator and a throwaway PostgreSQL"
+eval "$(infra/stack.sh up)"
+export PUBQ_PROJECT=pubq-demo PUBQ_QUEUES="$root/queues.yaml" PUBQ_SCHEDULES=false
+if [[ -x .tools/jaeger ]]; then
+	echo "▶ starting Jaeger (traces: http://127.0.0.1:16686)"
+	if infra/jaeger.sh start >/dev/null 2>&1; then
+		jaeger=1
+		export OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf PUBQ_JAEGER_URL=http://127.0.0.1:16686
+	fi
+fi
+echo "▶ bootstrapping topics and subscriptions from queues.yaml, migrating the database"
+bin/worker bootstrap 2>"$PUBQ_RUN_DIR/bootstrap.log"
+bin/worker migrate 2>"$PUBQ_RUN_DIR/migrate.log"
+
+pport=$(free_port)
+wport=$(free_port)
+token="demo-$RANDOM$RANDOM"
+echo "▶ starting the producer (:$pport) and the worker (:$wport) as separate processes"
+PORT=$pport PUBQ_API_TOKENS=$token OTEL_SERVICE_NAME=pubq-producer bin/producer 2>"$PUBQ_RUN_DIR/producer.log" &
+pids+=($!)
+PORT=$wport OTEL_SERVICE_NAME=pubq-worker bin/worker run 2>"$PUBQ_RUN_DIR/worker.log" &
+pids+=($!)
+for url in "http://127.0.0.1:$pport/readyz" "http://127.0.0.1:$wport/readyz"; do
+	for _ in $(seq 1 100); do
+		curl -fsS "$url" >/dev/null 2>&1 && break
+		sleep 0.1
+	done
+	curl -fsS "$url" >/dev/null || { echo "not ready: $url" >&2; exit 1; }
+done
+
+bin/demo --jobs "${DEMO_JOBS:-3000}" --producer "http://127.0.0.1:$pport" --token "$token"
+echo
+echo "metrics: curl http://127.0.0.1:$wport/metrics (while running) · logs: $PUBQ_RUN_DIR"
