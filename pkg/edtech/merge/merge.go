@@ -94,17 +94,25 @@ func Merge(ctx context.Context, tx pgx.Tx, survivorID, duplicateID int64, opts O
 	}
 	rep.Tables = m.tables()
 
+	// The audit row is written in a savepoint too, so that a failure there also leaves tx as it
+	// was; for a dry run, after the merge's own savepoint is rolled back.
+	auditTx := sp
 	if opts.DryRun {
 		if err := sp.Rollback(ctx); err != nil {
 			return nil, fmt.Errorf("merge: rolling back the dry run: %w", err)
 		}
-	} else if err := sp.Commit(ctx); err != nil {
-		return nil, fmt.Errorf("merge: releasing savepoint: %w", err)
+		if auditTx, err = tx.Begin(ctx); err != nil {
+			return nil, fmt.Errorf("merge: savepoint: %w", err)
+		}
+		defer func() { _ = auditTx.Rollback(ctx) }()
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO `+pgx.Identifier{AuditTable}.Sanitize()+
+	if _, err := auditTx.Exec(ctx, `INSERT INTO `+pgx.Identifier{AuditTable}.Sanitize()+
 		` (survivor_id, duplicate_id, dry_run, report) VALUES ($1, $2, $3, $4)`,
 		survivorID, duplicateID, opts.DryRun, rep); err != nil {
 		return nil, fmt.Errorf("merge: writing %s: %w", AuditTable, err)
+	}
+	if err := auditTx.Commit(ctx); err != nil {
+		return nil, fmt.Errorf("merge: releasing savepoint: %w", err)
 	}
 	return rep, nil
 }

@@ -8,7 +8,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/pubq/pubq/pkg/edtech/merge"
+	"github.com/pubq/pubq/pkg/testenv"
 )
 
 func mergeOK(t *testing.T, w *world) *merge.Report {
@@ -273,35 +276,12 @@ func TestDryRunWritesNothingAndEqualsRealRun(t *testing.T) {
 
 func TestFailureHalfwayLeavesDatabaseUnchanged(t *testing.T) {
 	w := newWorld(t)
-	ctx := context.Background()
-	// grade_comments are re-pointed in the middle of the fold phase, after enrollments etc.
+	// grade_comments are re-pointed in the middle of the fold phase, after enrollments, attendance
+	// and submissions were already folded in the same savepoint.
 	mustExec(t, w.pool, `CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$`)
 	mustExec(t, w.pool, `CREATE TRIGGER boom BEFORE UPDATE ON grade_comments FOR EACH ROW EXECUTE FUNCTION boom()`)
-	before := snapshot(t, w.pool)
-
-	tx, err := w.pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = merge.Merge(ctx, tx, w.S, w.D, merge.Options{})
-	if err == nil || !strings.Contains(err.Error(), "injected failure") {
-		t.Fatalf("Merge error = %v, want the injected failure", err)
-	}
-	// The savepoint was rolled back: the caller's transaction is still usable, and committing it
-	// commits nothing of the merge.
-	if _, err := tx.Exec(ctx, `SELECT 1`); err != nil {
-		t.Fatalf("caller's transaction unusable after a failed merge: %v", err)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if after := snapshot(t, w.pool); after != before {
-		t.Fatalf("failed merge changed data:\nbefore\n%s\nafter\n%s", before, after)
-	}
-	if n := one(t, w.pool, `SELECT count(*) FROM merge_audit`); n != 0 {
-		t.Fatal("failed merge was audited")
-	}
-
+	failingMerge(t, w, merge.Options{}, "injected failure")
+	failingMerge(t, w, merge.Options{DryRun: true}, "injected failure")
 	// With the fault gone the same merge goes through.
 	mustExec(t, w.pool, `DROP TRIGGER boom ON grade_comments`)
 	mergeOK(t, w)
@@ -309,16 +289,10 @@ func TestFailureHalfwayLeavesDatabaseUnchanged(t *testing.T) {
 
 func TestFailureInMovePhaseLeavesDatabaseUnchanged(t *testing.T) {
 	w := newWorld(t)
-	// library_loans is only touched by the final move statement.
+	// library_loans is only touched by the final move statement, after every fold.
 	mustExec(t, w.pool, `CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$`)
 	mustExec(t, w.pool, `CREATE TRIGGER boom BEFORE UPDATE ON library_loans FOR EACH ROW EXECUTE FUNCTION boom()`)
-	before := snapshot(t, w.pool)
-	if _, err := mergeCommit(t, w.pool, w.S, w.D, merge.Options{}); err == nil {
-		t.Fatal("Merge succeeded through the injected failure")
-	}
-	if after := snapshot(t, w.pool); after != before {
-		t.Fatal("failed merge changed data")
-	}
+	failingMerge(t, w, merge.Options{}, "merge: moving references")
 }
 
 func TestRerunIsNoOp(t *testing.T) {
@@ -595,4 +569,81 @@ func TestMergePartialNullsNotDistinctAndKeylessUniqueKeys(t *testing.T) {
 	}
 	wantCounts(t, rep, "lockers", 1, 0, 1, 0)
 	wantCounts(t, rep, "locker_keys", 1, 1, 0, 0)
+}
+
+// failingMerge runs a merge expected to fail in a transaction that the test then commits: the
+// failed merge must leave nothing behind and the transaction usable.
+func failingMerge(t *testing.T, w *world, opts merge.Options, wantErr string) {
+	t.Helper()
+	ctx := context.Background()
+	before := snapshot(t, w.pool)
+	audits := one(t, w.pool, `SELECT count(*) FROM merge_audit`)
+	tx, err := w.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	_, err = merge.Merge(ctx, tx, w.S, w.D, opts)
+	if err == nil || !strings.Contains(err.Error(), wantErr) {
+		t.Fatalf("Merge error = %v, want one containing %q", err, wantErr)
+	}
+	if _, err := tx.Exec(ctx, `SELECT 1`); err != nil {
+		t.Fatalf("caller's transaction unusable after a failed merge: %v", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if after := snapshot(t, w.pool); after != before {
+		t.Fatalf("failed merge changed data:\nbefore\n%s\nafter\n%s", before, after)
+	}
+	if n := one(t, w.pool, `SELECT count(*) FROM merge_audit`); n != audits {
+		t.Fatal("failed merge was audited")
+	}
+}
+
+func TestFailureWritingAuditLeavesDatabaseUnchanged(t *testing.T) {
+	w := newWorld(t)
+	mustExec(t, w.pool, `ALTER TABLE merge_audit ADD CONSTRAINT no_audit CHECK (false) NOT VALID`)
+	failingMerge(t, w, merge.Options{}, "merge: writing merge_audit")
+	failingMerge(t, w, merge.Options{DryRun: true}, "merge: writing merge_audit")
+}
+
+// A trigger that silently skips a write must not pass for a merge: the defensive counts catch it.
+func TestSilentlySkippedWritesAreCaught(t *testing.T) {
+	w := newWorld(t)
+	mustExec(t, w.pool, `CREATE FUNCTION skip() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$`)
+	mustExec(t, w.pool, `CREATE TRIGGER skip BEFORE DELETE ON enrollments FOR EACH ROW EXECUTE FUNCTION skip()`)
+	failingMerge(t, w, merge.Options{}, "merge: deleted 0 of 1 folded rows of enrollments")
+	mustExec(t, w.pool, `DROP TRIGGER skip ON enrollments`)
+
+	mustExec(t, w.pool, `CREATE TRIGGER skip BEFORE UPDATE ON library_loans FOR EACH ROW EXECUTE FUNCTION skip()`)
+	failingMerge(t, w, merge.Options{}, "merge: library_loans still has 1 rows referencing")
+	mustExec(t, w.pool, `DROP TRIGGER skip ON library_loans`)
+	mergeOK(t, w)
+}
+
+func TestMergeWithoutSchema(t *testing.T) {
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, testenv.Postgres(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := merge.Merge(ctx, tx, 1, 2, merge.Options{}); err == nil || !strings.Contains(err.Error(), `merge: table "students" not found`) {
+		t.Fatalf("Merge without a students table: %v", err)
+	}
+	if err := merge.Verify(ctx, tx, 1, 2, nil); err == nil {
+		t.Fatal("Verify without a students table succeeded")
+	}
+	if _, err := tx.Exec(ctx, `CREATE TABLE students (a int, b int, merged_into int, PRIMARY KEY (a, b))`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := merge.Merge(ctx, tx, 1, 2, merge.Options{}); err == nil || !strings.Contains(err.Error(), "single-column primary key") {
+		t.Fatalf("Merge with a composite students key: %v", err)
+	}
 }
