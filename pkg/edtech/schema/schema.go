@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"path"
 	"sort"
 	"strconv"
 	"strings"
@@ -41,7 +40,16 @@ type Migration struct {
 
 // Migrations returns the embedded migrations in version order.
 func Migrations() ([]Migration, error) {
-	entries, err := fs.ReadDir(migrationFiles, "migrations")
+	sub, err := fs.Sub(migrationFiles, "migrations")
+	if err != nil {
+		return nil, fmt.Errorf("schema: reading migrations: %w", err)
+	}
+	return readMigrations(sub)
+}
+
+// readMigrations reads NNNN_name.sql files from fsys and checks they number 1, 2, 3, ...
+func readMigrations(fsys fs.FS) ([]Migration, error) {
+	entries, err := fs.ReadDir(fsys, ".")
 	if err != nil {
 		return nil, fmt.Errorf("schema: reading migrations: %w", err)
 	}
@@ -53,7 +61,7 @@ func Migrations() ([]Migration, error) {
 		if !ok || err != nil || rest == "" || v <= 0 {
 			return nil, fmt.Errorf("%w: %q is not NNNN_name.sql", ErrBadMigration, name)
 		}
-		body, err := migrationFiles.ReadFile(path.Join("migrations", name))
+		body, err := fs.ReadFile(fsys, name)
 		if err != nil {
 			return nil, fmt.Errorf("schema: reading %s: %w", name, err)
 		}

@@ -2,8 +2,10 @@ package schema_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
+	"testing/fstest"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -33,6 +35,26 @@ func TestMigrationsAreNumberedFromOne(t *testing.T) {
 		if m.Version != i+1 || m.Name == "" || m.SQL == "" {
 			t.Errorf("migration %d = %+v", i, m)
 		}
+	}
+}
+
+func TestMigrationListIsChecked(t *testing.T) {
+	sql := &fstest.MapFile{Data: []byte("SELECT 1")}
+	for name, fsys := range map[string]fstest.MapFS{
+		"no number":  {"init.sql": sql},
+		"no name":    {"0001.sql": sql},
+		"zero":       {"0000_zero.sql": sql},
+		"gap":        {"0001_a.sql": sql, "0003_c.sql": sql},
+		"duplicate":  {"0001_a.sql": sql, "0001_b.sql": sql},
+		"not at one": {"0002_b.sql": sql},
+	} {
+		if _, err := schema.ReadMigrations(fsys); !errors.Is(err, schema.ErrBadMigration) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	ms, err := schema.ReadMigrations(fstest.MapFS{"0002_b.sql": sql, "0001_a.sql": sql})
+	if err != nil || len(ms) != 2 || ms[0].Name != "a" || ms[1].Version != 2 {
+		t.Fatalf("valid list: %+v %v", ms, err)
 	}
 }
 
