@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -53,6 +55,10 @@ var (
 
 // MaxBatch is the most jobs one EnqueueMany accepts.
 const MaxBatch = 1000
+
+// MaxAttributes is the most extra attributes a job may carry (Pub/Sub allows 100; pubq's envelope and
+// the clients' trace context use the rest).
+const MaxAttributes = 90
 
 // Config configures a Client.
 type Config struct {
@@ -165,9 +171,20 @@ func (c *Client) Prepare(r Request) (*queue.Queue, error) {
 	if err := job.ValidatePayload(r.Payload); err != nil {
 		return nil, err
 	}
-	for k := range r.Attributes {
-		if len(k) >= 4 && (k[:4] == "goog" || (len(k) >= 5 && k[:5] == "pubq_")) {
+	// Pub/Sub's limits, checked here: a message over them would be accepted now and fail in the relay.
+	if len(r.Attributes) > MaxAttributes {
+		return nil, &job.DecodeError{Field: "attributes", Reason: fmt.Sprintf("%d attributes exceed %d", len(r.Attributes), MaxAttributes)}
+	}
+	for k, v := range r.Attributes {
+		switch {
+		case strings.HasPrefix(k, "goog") || strings.HasPrefix(k, "pubq_"):
 			return nil, &job.DecodeError{Field: "attributes", Reason: fmt.Sprintf("attribute %q uses a reserved prefix (pubq_, goog)", k)}
+		case k == "" || len(k) > 256:
+			return nil, &job.DecodeError{Field: "attributes", Reason: fmt.Sprintf("attribute name %q must be 1..256 bytes", job.Truncate(k, 40))}
+		case len(v) > 1024:
+			return nil, &job.DecodeError{Field: "attributes", Reason: fmt.Sprintf("attribute %q value of %d bytes exceeds 1024", k, len(v))}
+		case !utf8.ValidString(k) || !utf8.ValidString(v):
+			return nil, &job.DecodeError{Field: "attributes", Reason: fmt.Sprintf("attribute %q is not valid UTF-8", job.Truncate(k, 40))}
 		}
 	}
 	return q, nil
@@ -208,7 +225,8 @@ func (c *Client) enqueue(ctx context.Context, q store.Querier, rs []Request) ([]
 		if at, seen := index[r.Key]; seen {
 			prev := jobs[at]
 			if prev.Kind != r.Kind || string(prev.Payload) != string(r.Payload) {
-				return nil, c.fail(span, &store.KeyConflictError{Key: r.Key, ExistingID: prev.ID})
+				return nil, c.fail(span, fmt.Errorf("job %d: %w", i, &job.DecodeError{Field: "key",
+					Reason: fmt.Sprintf("%q appears twice in the batch with different kinds or payloads", r.Key)}))
 			}
 			pos[i] = at
 			continue

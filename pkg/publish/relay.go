@@ -92,7 +92,9 @@ func (r *Relay) Run(ctx context.Context) error {
 	defer t.Stop()
 	for {
 		for {
-			n, err := r.RelayOnce(ctx)
+			// A pass that has started finishes (bounded by PublishTimeout): cancelling mid-publish would
+			// push its rows back by a retry delay.
+			n, err := r.RelayOnce(context.WithoutCancel(ctx))
 			if err != nil {
 				if ctx.Err() != nil {
 					return nil
@@ -100,7 +102,7 @@ func (r *Relay) Run(ctx context.Context) error {
 				r.log.Warn("relay pass failed", "error", err)
 				break
 			}
-			if n < r.cfg.Batch {
+			if n < r.cfg.Batch || ctx.Err() != nil {
 				break
 			}
 		}

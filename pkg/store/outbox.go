@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/pubq/pubq/pkg/job"
 )
 
 // PublishFunc publishes messages and returns one error (nil on success) per message, in order.
@@ -124,34 +126,45 @@ type RescueTarget struct {
 
 // Rescue finds running jobs whose lease expired more than grace ago — their worker died and no
 // redelivery took them over — and schedules them again through the outbox (or dead-letters those that
-// used their last attempt). Each rescue is fenced like a claim, so it happens once per expired lease.
+// used their last attempt). The lost attempt is recorded in pubq.attempts. Each rescue is fenced like a
+// claim, so it happens once per expired lease. Jobs on queues missing from targets are left alone.
 func (s *Store) Rescue(ctx context.Context, grace time.Duration, limit int, targets map[string]RescueTarget) ([]Rescued, error) {
+	queues := make([]string, 0, len(targets))
+	for q := range targets {
+		queues = append(queues, q)
+	}
 	var out []Rescued
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `UPDATE pubq.jobs j SET
+		rows, err := tx.Query(ctx, `WITH due AS (
+				SELECT key, fence, lease_owner, started_at, lease_until FROM pubq.jobs
+				WHERE state = 'running' AND lease_until < now() - make_interval(secs => $1) AND queue = ANY($3)
+				ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED)
+			UPDATE pubq.jobs j SET
 				state = CASE WHEN j.max_attempts > 0 AND j.attempt >= j.max_attempts THEN 'dead' ELSE 'scheduled' END,
 				finished_at = CASE WHEN j.max_attempts > 0 AND j.attempt >= j.max_attempts THEN now() END,
 				dead_reason = CASE WHEN j.max_attempts > 0 AND j.attempt >= j.max_attempts THEN 'exhausted' END,
-				last_error = 'worker lost: lease expired at ' || j.lease_until::text,
+				last_error = 'worker lost: lease expired at ' || due.lease_until::text,
 				run_at = now(), lease_owner = NULL, lease_until = NULL, fence = j.fence + 1
-			FROM (SELECT key FROM pubq.jobs WHERE state = 'running' AND lease_until < now() - make_interval(secs => $1)
-			      ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED) AS due
-			WHERE j.key = due.key
+			FROM due WHERE j.key = due.key
 			RETURNING j.key, j.id, j.queue, j.kind, j.attempt, j.state = 'dead', coalesce(j.payload, '\x7b7d'::bytea),
-				coalesce(j.trace_parent, ''), j.enqueued_at`, grace.Seconds(), limit)
+				coalesce(j.trace_parent, ''), j.enqueued_at, due.fence, coalesce(due.lease_owner, ''), due.started_at, j.last_error`,
+			grace.Seconds(), limit, queues)
 		if err != nil {
 			return err
 		}
 		type row struct {
-			r          Rescued
-			id, tp     string
-			payload    []byte
-			enqueuedAt time.Time
+			r                    Rescued
+			id, tp, owner, lastE string
+			payload              []byte
+			enqueuedAt           time.Time
+			startedAt            *time.Time
+			fence                int64
 		}
 		var got []row
 		for rows.Next() {
 			var x row
-			if err := rows.Scan(&x.r.Key, &x.id, &x.r.Queue, &x.r.Kind, &x.r.Attempt, &x.r.Dead, &x.payload, &x.tp, &x.enqueuedAt); err != nil {
+			if err := rows.Scan(&x.r.Key, &x.id, &x.r.Queue, &x.r.Kind, &x.r.Attempt, &x.r.Dead, &x.payload, &x.tp,
+				&x.enqueuedAt, &x.fence, &x.owner, &x.startedAt, &x.lastE); err != nil {
 				rows.Close()
 				return err
 			}
@@ -163,17 +176,21 @@ func (s *Store) Rescue(ctx context.Context, grace time.Duration, limit int, targ
 		}
 		var msgs []OutboxMessage
 		for _, x := range got {
-			t, ok := targets[x.r.Queue]
-			if !ok {
-				return fmt.Errorf("job %q is on queue %q, which this process does not know", x.r.Key, x.r.Queue)
+			if _, err := tx.Exec(ctx, `INSERT INTO pubq.attempts (job_key, attempt, fence, worker, started_at, outcome, error, trace_parent)
+				VALUES ($1, $2, $3, nullif($4, ''), $5, 'lost', $6, nullif($7, '')) ON CONFLICT DO NOTHING`,
+				x.r.Key, x.r.Attempt, x.fence, x.owner, x.startedAt, x.lastE, x.tp); err != nil {
+				return err
 			}
+			t := targets[x.r.Queue]
 			m := OutboxMessage{JobKey: x.r.Key, Topic: t.Topic, Data: x.payload, TraceParent: x.tp,
 				Attributes: t.Attributes(x.r.Key, x.id, x.r.Kind, x.r.Attempt+1, x.enqueuedAt)}
 			if x.r.Dead {
 				m.Topic = t.DeadLetterTopic
 				m.Attributes = t.Attributes(x.r.Key, x.id, x.r.Kind, x.r.Attempt, x.enqueuedAt)
-				m.Attributes["pubq_dead_reason"] = "exhausted"
-				m.Attributes["pubq_dead_error"] = "worker lost during the last attempt"
+				m.Attributes[job.AttrDeadReason] = job.ReasonExhausted
+				m.Attributes[job.AttrDeadError] = "worker lost during the last attempt"
+				m.Attributes[job.AttrDeadAttempts] = fmt.Sprint(x.r.Attempt)
+				m.Attributes[job.AttrDeadQueue] = x.r.Queue
 			}
 			msgs = append(msgs, m)
 			out = append(out, x.r)

@@ -537,6 +537,9 @@ func TestRescue(t *testing.T) {
 	if s, _ := state(t, st, "b"); s != "dead" {
 		t.Fatalf("b used its last attempt: %s", s)
 	}
+	if n := count(t, st, `SELECT count(*) FROM pubq.attempts WHERE outcome = 'lost' AND worker = 'dead-worker'`); n != 2 {
+		t.Fatalf("each lost attempt is recorded, got %d", n)
+	}
 	if n := count(t, st, `SELECT count(*) FROM pubq.outbox WHERE job_key = 'a' AND topic = 'pubq-default' AND attributes->>'pubq_attempt' = '2'`); n != 1 {
 		t.Fatal("a must be republished for attempt 2")
 	}
@@ -545,6 +548,19 @@ func TestRescue(t *testing.T) {
 	}
 	if got, _ := st.Rescue(ctx, 0, 10, targets); len(got) != 0 {
 		t.Fatal("a rescue happens once")
+	}
+	// A stuck job on a queue this process does not know is left alone and blocks nothing.
+	other := batcher(t, st, "dead-worker-2", time.Second)
+	other.Enter()
+	if _, err := other.Claim(ctx, store.ClaimRequest{Key: "elsewhere", Queue: "retired", Kind: "x.y"}); err != nil {
+		t.Fatal(err)
+	}
+	other.Leave()
+	claim(t, other, "c")
+	time.Sleep(1100 * time.Millisecond)
+	got, err = st.Rescue(ctx, 0, 10, targets)
+	if err != nil || len(got) != 1 || got[0].Key != "c" {
+		t.Fatalf("rescue past an unknown queue: %v %v", got, err)
 	}
 }
 

@@ -30,6 +30,10 @@ type config struct {
 	shutdown   time.Duration
 	logLevel   slog.Level
 	gcpLog     string // project for Cloud Logging's structured format; "" for plain JSON
+	// dashboard: tokens ("name:secret") for the on-call dashboard under /ui/; none: not mounted.
+	dashboardTokens []string
+	// traceURL is the trace viewer the dashboard links to: "jaeger:<base URL>" or "cloudtrace".
+	jaegerURL string
 }
 
 // usageError is a configuration mistake: the process exits 2.
@@ -157,6 +161,12 @@ func loadConfig(args []string, getenv func(string) string) (*config, error) {
 		}
 	}
 	c.gcpLog = getenv("PUBQ_GCP_LOG_PROJECT")
+	for _, t := range strings.Split(getenv("PUBQ_DASHBOARD_TOKENS"), ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			c.dashboardTokens = append(c.dashboardTokens, t)
+		}
+	}
+	c.jaegerURL = strings.TrimSpace(getenv("PUBQ_JAEGER_URL"))
 
 	if len(errs) > 0 {
 		return nil, usageError{errors.Join(errs...)}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -17,6 +18,8 @@ import (
 	"cloud.google.com/go/pubsub/v2"
 
 	"github.com/pubq/pubq/pkg/api"
+	"github.com/pubq/pubq/pkg/dashboard"
+	"github.com/pubq/pubq/pkg/inspect"
 	"github.com/pubq/pubq/pkg/publish"
 	"github.com/pubq/pubq/pkg/schedule"
 	"github.com/pubq/pubq/pkg/store"
@@ -138,6 +141,18 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", prov.MetricsHandler())
 	mux.Handle("/", apiHandler)
+	if len(cfg.dashboardTokens) > 0 {
+		// On-call's dashboard; the trace link goes to Jaeger locally, Cloud Trace in production.
+		traceURL := dashboard.CloudTraceURL(cfg.project)
+		if cfg.jaegerURL != "" || os.Getenv("PUBSUB_EMULATOR_HOST") != "" {
+			traceURL = dashboard.JaegerTraceURL(cmp.Or(cfg.jaegerURL, "http://127.0.0.1:16686"))
+		}
+		dcfg := &dashboard.Config{Tokens: cfg.dashboardTokens, BasePath: "/ui", TraceURL: traceURL, Logger: log}
+		if err := dcfg.Validate(); err != nil {
+			return usageError{fmt.Errorf("PUBQ_DASHBOARD_TOKENS: %w", err)}
+		}
+		mux.Handle("/ui/", dashboard.New(inspect.New(st.Pool(), cfg.queues), dcfg))
+	}
 	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,

@@ -25,6 +25,7 @@ import (
 
 	"github.com/pubq/pubq/pkg/admin"
 	"github.com/pubq/pubq/pkg/demo"
+	"github.com/pubq/pubq/pkg/inspect"
 	"github.com/pubq/pubq/pkg/publish"
 	"github.com/pubq/pubq/pkg/queue"
 	"github.com/pubq/pubq/pkg/store"
@@ -82,6 +83,7 @@ type env struct {
 	noJitter bool
 	migrate  bool
 	prune    time.Duration
+	rescue   time.Duration // how long after its lease expired a job with no live worker is rescued
 }
 
 func readEnv() (*env, error) {
@@ -118,6 +120,21 @@ func readEnv() (*env, error) {
 	}
 	if e.prune == 0 {
 		e.prune = 10 * time.Minute
+	}
+	e.rescue = time.Minute
+	if v := os.Getenv("PUBQ_RESCUE_AFTER"); v != "" {
+		if e.rescue, err = time.ParseDuration(v); err != nil || e.rescue <= 0 {
+			return nil, usageError{fmt.Errorf("PUBQ_RESCUE_AFTER: %q is not a positive duration", v)}
+		}
+	}
+	// Enough connections for every queue's concurrent handlers: transactional handlers hold one each.
+	e.db.MaxConns = 64
+	if v := os.Getenv("PUBQ_DB_MAX_CONNS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 2 {
+			return nil, usageError{fmt.Errorf("PUBQ_DB_MAX_CONNS: %q must be a number ≥ 2", v)}
+		}
+		e.db.MaxConns = int32(n)
 	}
 	if v := os.Getenv("PORT"); v != "" {
 		if _, err := strconv.Atoi(v); err != nil {
@@ -248,6 +265,8 @@ func run(ctx context.Context, log *slog.Logger) error {
 		_ = relay.Run(bg)
 	}()
 	go worker.RunPruner(bg, st, e.queues, e.prune, log)
+	// Jobs whose worker died after Pub/Sub stopped redelivering them are put back by any live worker.
+	go func() { _ = inspect.RunRescuer(bg, st, e.queues, min(e.rescue/2, 30*time.Second), e.rescue) }()
 
 	err = w.Run(ctx)
 	flush, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -1,0 +1,218 @@
+package publish_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"cloud.google.com/go/pubsub/v2"
+
+	"github.com/pubq/pubq/pkg/admin"
+	"github.com/pubq/pubq/pkg/job"
+	"github.com/pubq/pubq/pkg/publish"
+	"github.com/pubq/pubq/pkg/queue"
+	"github.com/pubq/pubq/pkg/store"
+	"github.com/pubq/pubq/pkg/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+const queues = `
+version: 1
+queues:
+  default:
+    topic: pubq-default
+    subscription: pubq-default-worker
+    dead_letter_topic: pubq-default-dead
+    dead_letter_subscription: pubq-default-dead-inspect
+    kinds: [demo.record]
+    backoff: {max_attempts: 4}
+`
+
+func setup(t *testing.T) (*publish.Client, *store.Store, *queue.Config) {
+	t.Helper()
+	ctx := context.Background()
+	cfg, err := queue.Parse([]byte(queues))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(ctx, store.Config{URL: testenv.Postgres(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	if _, err := st.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c, err := publish.New(st, &publish.Config{Queues: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, st, cfg
+}
+
+func rows(t *testing.T, st *store.Store, table string) int {
+	t.Helper()
+	var n int
+	if err := st.Pool().QueryRow(context.Background(), "SELECT count(*) FROM pubq."+table).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestValidation(t *testing.T) {
+	c, st, _ := setup(t)
+	ctx := context.Background()
+	long := strings.Repeat("v", 1025)
+	cases := []struct {
+		name string
+		r    publish.Request
+		is   error
+	}{
+		{"unknown kind", publish.Request{Kind: "nope.nope", Key: "k"}, publish.ErrUnknownKind},
+		{"bad kind", publish.Request{Kind: "Bad Kind", Key: "k"}, publish.ErrInvalid},
+		{"no key", publish.Request{Kind: "demo.record"}, publish.ErrInvalid},
+		{"bad json", publish.Request{Kind: "demo.record", Key: "k", Payload: []byte(`{"a":`)}, publish.ErrInvalid},
+		{"reserved attribute", publish.Request{Kind: "demo.record", Key: "k", Attributes: map[string]string{"pubq_kind": "x"}}, publish.ErrInvalid},
+		{"goog attribute", publish.Request{Kind: "demo.record", Key: "k", Attributes: map[string]string{"googclient_x": "x"}}, publish.ErrInvalid},
+		{"long attribute", publish.Request{Kind: "demo.record", Key: "k", Attributes: map[string]string{"team": long}}, publish.ErrInvalid},
+	}
+	for _, tc := range cases {
+		if _, err := c.Enqueue(ctx, tc.r); !errors.Is(err, tc.is) {
+			t.Errorf("%s: got %v, want %v", tc.name, err, tc.is)
+		}
+	}
+	if n := rows(t, st, "jobs"); n != 0 {
+		t.Fatalf("rejected jobs were written: %d", n)
+	}
+}
+
+func TestEnqueueManyIsAtomic(t *testing.T) {
+	c, st, _ := setup(t)
+	ctx := context.Background()
+	_, err := c.EnqueueMany(ctx, []publish.Request{
+		{Kind: "demo.record", Key: "a", Payload: []byte(`{}`)},
+		{Kind: "demo.record", Key: "b", Payload: []byte(`{}`)},
+		{Kind: "demo.record", Key: "a", Payload: []byte(`{"other":1}`)}, // same key, different payload
+	})
+	var de *job.DecodeError
+	if !errors.As(err, &de) || de.Field != "key" {
+		t.Fatalf("want a key error naming the repeated key, got %v", err)
+	}
+	if n := rows(t, st, "jobs") + rows(t, st, "outbox"); n != 0 {
+		t.Fatalf("a failed batch wrote %d rows", n)
+	}
+	res, err := c.EnqueueMany(ctx, []publish.Request{
+		{Kind: "demo.record", Key: "a", Payload: []byte(`{}`)},
+		{Kind: "demo.record", Key: "a", Payload: []byte(`{}`)},
+	})
+	if err != nil || res[0].Duplicate || !res[1].Duplicate || res[0].ID != res[1].ID {
+		t.Fatalf("same job twice in a batch is one job: %+v %v", res, err)
+	}
+	if n := rows(t, st, "outbox"); n != 1 {
+		t.Fatalf("one message, got %d", n)
+	}
+	if _, err := c.Enqueue(ctx, publish.Request{Kind: "demo.record", Key: "a", Payload: []byte(`{"x":2}`)}); !errors.Is(err, publish.ErrKeyConflict) {
+		t.Fatalf("reused key: %v", err)
+	}
+}
+
+func TestEnqueueTx(t *testing.T) {
+	c, st, _ := setup(t)
+	ctx := context.Background()
+	if _, err := st.Pool().Exec(ctx, `CREATE TABLE orders (id int)`); err != nil {
+		t.Fatal(err)
+	}
+	// Rolled back: neither the platform's row nor the job exist.
+	tx, _ := st.Pool().Begin(ctx)
+	_, _ = tx.Exec(ctx, `INSERT INTO orders VALUES (1)`)
+	if _, err := c.EnqueueTx(ctx, tx, publish.Request{Kind: "demo.record", Key: "order-1", Payload: []byte(`{}`)}); err != nil {
+		t.Fatal(err)
+	}
+	_ = tx.Rollback(ctx)
+	if rows(t, st, "jobs")+rows(t, st, "outbox") != 0 {
+		t.Fatal("a rolled-back transaction left a job")
+	}
+	// A failed enqueue leaves the caller's transaction usable (savepoint), and the commit has both.
+	tx, _ = st.Pool().Begin(ctx)
+	_, _ = tx.Exec(ctx, `INSERT INTO orders VALUES (2)`)
+	if _, err := c.EnqueueTx(ctx, tx, publish.Request{Kind: "nope.nope", Key: "x"}); err == nil {
+		t.Fatal("want an error")
+	}
+	if _, err := c.EnqueueTx(ctx, tx, publish.Request{Kind: "demo.record", Key: "order-2", Payload: []byte(`{}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var orders int
+	_ = st.Pool().QueryRow(ctx, `SELECT count(*) FROM orders`).Scan(&orders)
+	if orders != 1 || rows(t, st, "jobs") != 1 || rows(t, st, "outbox") != 1 {
+		t.Fatalf("orders %d jobs %d outbox %d", orders, rows(t, st, "jobs"), rows(t, st, "outbox"))
+	}
+}
+
+func TestDelayedJobWaitsInOutbox(t *testing.T) {
+	c, st, _ := setup(t)
+	ctx := context.Background()
+	r, err := c.Enqueue(ctx, publish.Request{Kind: "demo.record", Key: "later", Payload: []byte(`{}`), RunIn: time.Hour})
+	if err != nil || r.State != "scheduled" || time.Until(r.RunAt) < 59*time.Minute {
+		t.Fatalf("%+v %v", r, err)
+	}
+	backlog, _, err := st.OutboxStats(ctx)
+	if err != nil || backlog != 0 {
+		t.Fatalf("a delayed job is not due: backlog %d %v", backlog, err)
+	}
+	var max int
+	_ = st.Pool().QueryRow(ctx, `SELECT max_attempts FROM pubq.jobs WHERE key = 'later'`).Scan(&max)
+	if max != 4 {
+		t.Fatalf("max attempts from the queue config: %d", max)
+	}
+}
+
+// The relay publishes the committed job with its envelope to the queue's topic, once.
+func TestRelayPublishesToTopic(t *testing.T) {
+	testenv.Emulator(t)
+	c, st, cfg := setup(t)
+	ctx := context.Background()
+	project := testenv.ProjectID(t)
+	ps, err := pubsub.NewClient(ctx, project)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ps.Close()
+	if _, err := admin.Bootstrap(ctx, ps, project, cfg); err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.Enqueue(ctx, publish.Request{Kind: "demo.record", Key: "k1", Payload: []byte(`{"n":1}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	relay, err := publish.NewRelay(ps, st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := relay.RelayOnce(ctx); err != nil || n != 1 {
+		t.Fatalf("relay: %d %v", n, err)
+	}
+	if n, _ := relay.RelayOnce(ctx); n != 0 {
+		t.Fatal("published twice")
+	}
+	rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	var got *pubsub.Message
+	_ = ps.Subscriber("pubq-default-worker").Receive(rctx, func(_ context.Context, m *pubsub.Message) {
+		m.Ack()
+		got = m
+		cancel()
+	})
+	if got == nil {
+		t.Fatal("nothing received")
+	}
+	j, err := job.Decode(got.Data, got.Attributes, got.PublishTime)
+	if err != nil || j.Key != "k1" || j.ID != r.ID || j.Kind != "demo.record" || string(j.Payload) != `{"n":1}` {
+		t.Fatalf("received %+v %v", j, err)
+	}
+}
