@@ -77,7 +77,7 @@ func TestComposeFile(t *testing.T) {
 		"PUBQ_PROJECT":                "pubq-local",
 		"PUBQ_DATABASE_URL":           "postgres://postgres@postgres:5432/postgres?sslmode=disable",
 		"PUBQ_QUEUES":                 "/etc/pubq/queues.yaml",
-		"OTEL_EXPORTER_OTLP_ENDPOINT": "http://jaeger:4317",
+		"OTEL_EXPORTER_OTLP_ENDPOINT": "http://jaeger:4318",
 		"PUBQ_API_TOKENS":             "dev-token",
 	}
 	for _, name := range []string{"bootstrap", "worker", "producer"} {
