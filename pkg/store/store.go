@@ -107,7 +107,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		pc.MaxConns = cfg.MaxConns
 	}
 	if cfg.Trace {
-		pc.ConnConfig.Tracer = otelpgx.NewTracer(otelpgx.WithTrimSQLInSpanName())
+		pc.ConnConfig.Tracer = otelpgx.NewTracer()
 	}
 	s.pool, err = pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
