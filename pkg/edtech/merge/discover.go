@@ -15,6 +15,12 @@ const StudentsTable = "students"
 // AuditTable receives one row per merge and per dry run.
 const AuditTable = "merge_audit"
 
+// MergedIntoColumn is the students column that points a merged account at its survivor.
+const MergedIntoColumn = "merged_into"
+
+// mergedInto is MergedIntoColumn quoted for SQL.
+var mergedInto = pgx.Identifier{MergedIntoColumn}.Sanitize()
+
 // Querier is what discovery and Verify read through: pgx.Tx, *pgx.Conn and *pgxpool.Pool.
 type Querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)

@@ -131,7 +131,7 @@ func (m *merger) conflicts(ctx context.Context, t *table, u uniqueKey, via *fore
 		where += " AND " + strings.Join(nonNull, " AND ")
 	}
 	pred := ""
-	if u.pred != "" {
+	if u.pred != "" { // SQL the database deparsed from its own catalog (pg_get_expr), not input
 		pred = " AND (" + u.pred + ")"
 	}
 	from := t.ident() + " t"

@@ -121,7 +121,7 @@ func Merge(ctx context.Context, tx pgx.Tx, survivorID, duplicateID int64, opts O
 // was already merged into, or 0.
 func lockPair(ctx context.Context, tx pgx.Tx, g *graph, survivorID, duplicateID int64) (int64, error) {
 	id := pgx.Identifier{g.rootCol}.Sanitize()
-	rows, err := tx.Query(ctx, `SELECT `+id+`::bigint, merged_into::bigint FROM `+g.students.ident()+
+	rows, err := tx.Query(ctx, `SELECT `+id+`::bigint, `+mergedInto+`::bigint FROM `+g.students.ident()+
 		` WHERE `+id+` = ANY($1) ORDER BY `+id+` FOR UPDATE`, []int64{survivorID, duplicateID})
 	if err != nil {
 		return 0, fmt.Errorf("merge: locking students: %w", err)
@@ -210,8 +210,8 @@ func (m *merger) run(ctx context.Context) error {
 	if err := m.move(ctx); err != nil {
 		return err
 	}
-	tag, err := m.tx.Exec(ctx, `UPDATE `+m.g.students.ident()+` SET merged_into = $1::bigint WHERE `+
-		pgx.Identifier{m.g.rootCol}.Sanitize()+` = $2::bigint AND merged_into IS NULL`, m.survivor, m.duplicate)
+	tag, err := m.tx.Exec(ctx, `UPDATE `+m.g.students.ident()+` SET `+mergedInto+` = $1::bigint WHERE `+
+		pgx.Identifier{m.g.rootCol}.Sanitize()+` = $2::bigint AND `+mergedInto+` IS NULL`, m.survivor, m.duplicate)
 	if err != nil {
 		return fmt.Errorf("merge: marking %d merged into %d: %w", m.duplicate, m.survivor, err)
 	}

@@ -37,7 +37,7 @@ func Verify(ctx context.Context, q Querier, survivorID, duplicateID int64, repor
 	}
 
 	id := pgx.Identifier{g.rootCol}.Sanitize()
-	accounts := `SELECT merged_into::bigint FROM ` + g.students.ident() + ` WHERE ` + id + ` = $1::bigint`
+	accounts := `SELECT ` + mergedInto + `::bigint FROM ` + g.students.ident() + ` WHERE ` + id + ` = $1::bigint`
 	var sInto, dInto *int64
 	switch err := q.QueryRow(ctx, accounts, survivorID).Scan(&sInto); {
 	case errors.Is(err, pgx.ErrNoRows):
