@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -273,7 +274,9 @@ func (r *Receiver) serveHTTP(w http.ResponseWriter, req *http.Request) {
 	isJSON := strings.HasPrefix(ct, "application/json")
 	switch {
 	case isJSON:
-		err = protojson.Unmarshal(data, msg)
+		if data, err = hexIDsToBase64(data); err == nil {
+			err = protojson.Unmarshal(data, msg)
+		}
 	case strings.HasPrefix(ct, "application/x-protobuf"):
 		err = proto.Unmarshal(data, msg)
 	default:
@@ -297,6 +300,42 @@ func (r *Receiver) serveHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	w.Header().Set("Content-Type", ct)
 	_, _ = w.Write(out)
+}
+
+// hexIDsToBase64 rewrites the trace and span ids of an OTLP/JSON body for protojson. The OTLP
+// specification encodes them in JSON as hex strings (what the OpenTelemetry SDKs send), where protojson
+// expects base64 for bytes fields: decoded as base64, a 32-digit hex trace id becomes 24 wrong bytes.
+// Ids already in base64 (not hex of the right length) are left alone.
+func hexIDsToBase64(data []byte) ([]byte, error) {
+	var doc any
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber() // keep 64-bit nanosecond timestamps and intValues exact
+	if err := dec.Decode(&doc); err != nil {
+		return nil, err
+	}
+	var walk func(v any)
+	walk = func(v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			for k, e := range x {
+				s, ok := e.(string)
+				want := map[string]int{"traceId": 16, "spanId": 8, "parentSpanId": 8}[k]
+				if ok && want > 0 && len(s) == 2*want {
+					if b, err := hex.DecodeString(s); err == nil {
+						x[k] = base64.StdEncoding.EncodeToString(b)
+						continue
+					}
+				}
+				walk(e)
+			}
+		case []any:
+			for _, e := range x {
+				walk(e)
+			}
+		}
+	}
+	walk(doc)
+	return json.Marshal(doc)
 }
 
 func flatten(req *collectortrace.ExportTraceServiceRequest) []Span {

@@ -141,6 +141,7 @@ func TestHTTP(t *testing.T) {
 
 const jsonExport = `{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"svc-json"}}]},
 "scopeSpans":[{"scope":{"name":"s"},"spans":[{"traceId":"0af7651916cd43dd8448eb211c80319c","spanId":"b7ad6b7169203331",
+"parentSpanId":"00f067aa0ba902b7","links":[{"traceId":"4bf92f3577b34da6a3ce929d0e0e4736","spanId":"53995c3f42cd8ad8"}],
 "name":"json-span","kind":2,"startTimeUnixNano":"1700000000000000000","endTimeUnixNano":"1700000000500000000",
 "attributes":[{"key":"n","value":{"intValue":"7"}},{"key":"f","value":{"doubleValue":1.5}}],
 "status":{"code":1}}]}]}]}`
@@ -173,6 +174,11 @@ func TestHTTPJSONAndErrors(t *testing.T) {
 		s.Status.Code != codes.Ok || s.Attributes["n"] != "7" || s.Attributes["f"] != "1.5" ||
 		s.End.Sub(s.Start) != 500*time.Millisecond {
 		t.Errorf("span = %+v", s)
+	}
+	// OTLP/JSON ids are hex strings, not protojson's base64.
+	if s.TraceID != "0af7651916cd43dd8448eb211c80319c" || s.SpanID != "b7ad6b7169203331" || s.ParentSpanID != "00f067aa0ba902b7" ||
+		len(s.Links) != 1 || s.Links[0].TraceID != "4bf92f3577b34da6a3ce929d0e0e4736" || s.Links[0].SpanID != "53995c3f42cd8ad8" {
+		t.Errorf("ids: trace %s span %s parent %s links %+v", s.TraceID, s.SpanID, s.ParentSpanID, s.Links)
 	}
 
 	for _, tc := range []struct {
