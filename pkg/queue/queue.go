@@ -45,6 +45,7 @@ type Queue struct {
 	KeyRetention           time.Duration
 	ExactlyOnce            bool
 	Concurrency            int
+	DBConns                int // connections for this queue's transactional handlers (its own pool)
 	Streams                int
 	Timeout                time.Duration
 	Backoff                Backoff
@@ -157,6 +158,7 @@ type fileQueue struct {
 	KeyRetention           *duration               `yaml:"key_retention"`
 	ExactlyOnce            *bool                   `yaml:"exactly_once"`
 	Concurrency            *int                    `yaml:"concurrency"`
+	DBConns                *int                    `yaml:"db_conns"`
 	Streams                *int                    `yaml:"streams"`
 	Timeout                *duration               `yaml:"timeout"`
 	Backoff                fileBackoff             `yaml:"backoff"`
@@ -235,6 +237,9 @@ func Parse(data []byte) (*Config, error) {
 		fq := f.Queues[name]
 		q := apply(defaults, fq)
 		q.Name = name
+		if q.DBConns == 0 {
+			q.DBConns = min(q.Concurrency, 16) // default: enough for most handlers to hold a transaction
+		}
 		q.Topic, q.Subscription = fq.Topic, fq.Subscription
 		q.DeadLetterTopic, q.DeadLetterSubscription = fq.DeadLetterTopic, fq.DeadLetterSubscription
 		q.Kinds = fq.Kinds
@@ -317,6 +322,7 @@ func apply(base Queue, f fileQueue) Queue {
 	setDur(&q.Timeout, f.Timeout)
 	setInt(&q.MaxDeliveryAttempts, f.MaxDeliveryAttempts)
 	setInt(&q.Concurrency, f.Concurrency)
+	setInt(&q.DBConns, f.DBConns)
 	setInt(&q.Streams, f.Streams)
 	if f.ExactlyOnce != nil {
 		q.ExactlyOnce = *f.ExactlyOnce
@@ -419,6 +425,9 @@ func (q *Queue) validate() error {
 	}
 	if q.Concurrency < 1 || q.Concurrency > 10000 {
 		return fail("concurrency", "%d must be 1..10000", q.Concurrency)
+	}
+	if q.DBConns < 1 || q.DBConns > 1000 {
+		return fail("db_conns", "%d must be 1..1000", q.DBConns)
 	}
 	if q.Streams < 1 || q.Streams > 256 {
 		return fail("streams", "%d must be 1..256", q.Streams)

@@ -72,7 +72,7 @@ func TestParseDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	q := cfg.Queues[0]
-	if q.AckDeadline != time.Minute || q.Backoff.MaxAttempts != 10 || q.KeyRetention <= q.MessageRetention {
+	if q.AckDeadline != time.Minute || q.Backoff.MaxAttempts != 10 || q.KeyRetention <= q.MessageRetention || q.DBConns != 16 {
 		t.Errorf("built-in defaults: %+v", q)
 	}
 }
@@ -92,6 +92,7 @@ func TestParseErrors(t *testing.T) {
 		{"retention", base + "    key_retention: 1h\n", []string{`queue "alpha"`, "key_retention"}},
 		{"concurrency", base + "    concurrency: 0\n", []string{`queue "alpha"`, "concurrency"}},
 		{"streams", base + "    streams: 0\n", []string{`queue "alpha"`, "streams"}},
+		{"db_conns", base + "    db_conns: -1\n", []string{`queue "alpha"`, "db_conns"}},
 		{"backoff", base + "    backoff: {initial: 10s, max: 1s}\n", []string{`queue "alpha"`, "backoff", "max"}},
 		{"randomization", base + "    backoff: {randomization: 1.5}\n", []string{"backoff", "randomization"}},
 		{"no topic", strings.Replace(base, "    topic: t-alpha\n", "", 1), []string{`queue "alpha"`, "topic: required"}},

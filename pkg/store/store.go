@@ -63,6 +63,7 @@ func (c *Config) validate() error {
 // Store is pubq's handle on Postgres. Safe for concurrent use.
 type Store struct {
 	pool      *pgxpool.Pool
+	poolCfg   *pgxpool.Config // kept to open partitions with the same dialing
 	dialer    *cloudsqlconn.Dialer
 	closeOnce sync.Once
 }
@@ -109,6 +110,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.Trace {
 		pc.ConnConfig.Tracer = otelpgx.NewTracer()
 	}
+	s.poolCfg = pc.Copy()
 	s.pool, err = pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		s.Close()
@@ -123,6 +125,23 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 
 func quoteDSN(v string) string {
 	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(v) + "'"
+}
+
+// Partition opens a separate pool of at most maxConns connections to the same database (same DSN or
+// Cloud SQL dialer). The worker gives each queue's transactional handlers their own partition, so a flood
+// on one queue cannot take the connections another queue's jobs need. The caller closes it.
+func (s *Store) Partition(ctx context.Context, maxConns int32) (*pgxpool.Pool, error) {
+	if maxConns < 1 {
+		return nil, errors.New("pubq: store: a partition needs at least one connection")
+	}
+	pc := s.poolCfg.Copy()
+	pc.MaxConns = maxConns
+	pc.MinConns = 0
+	p, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("pubq: store: opening a partition: %w", err)
+	}
+	return p, nil
 }
 
 // Pool returns the connection pool, for handlers and callers that share it.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"cloud.google.com/go/pubsub/v2"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
@@ -119,7 +120,7 @@ func (w *Worker) handle(mctx context.Context, rq *runQueue, m *delivery) {
 	chain := Logging(w.log)(Timeout(q.TimeoutFor)(Recover(h)))
 	var herr error
 	if isTx {
-		herr = w.runTx(hctx, chain, j, lease)
+		herr = w.runTx(hctx, rq.pool, chain, j, lease)
 	} else {
 		herr = chain.Work(hctx, j)
 	}
@@ -180,8 +181,8 @@ func (e *errCommit) Error() string { return "pubq: committing job: " + e.err.Err
 func (e *errCommit) Unwrap() error { return e.err }
 
 // runTx runs a transactional handler and commits its writes with the job's completion.
-func (w *Worker) runTx(ctx context.Context, chain Handler, j *job.Job, lease store.Lease) error {
-	tx, err := w.store.Pool().Begin(ctx)
+func (w *Worker) runTx(ctx context.Context, pool *pgxpool.Pool, chain Handler, j *job.Job, lease store.Lease) error {
+	tx, err := pool.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("pubq: beginning job transaction: %w", err)
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"cloud.google.com/go/pubsub/v2"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
@@ -120,6 +121,7 @@ type Worker struct {
 type runQueue struct {
 	q        *queue.Queue
 	policies map[string]*retry.Policy // per kind
+	pool     *pgxpool.Pool            // this queue's own connections for transactional handlers
 }
 
 // New returns a worker that receives through client, keeps job state in st and runs mux's handlers.
@@ -152,10 +154,11 @@ func New(client *pubsub.Client, st *store.Store, mux *Mux, cfg *Config) (*Worker
 			continue
 		}
 		rq := &runQueue{q: q, policies: map[string]*retry.Policy{}}
-		served := false
+		served, needsTx := false, false
 		for _, kind := range q.Kinds {
-			if _, _, ok := mux.lookup(kind); ok {
+			if _, isTx, ok := mux.lookup(kind); ok {
 				served = true
+				needsTx = needsTx || isTx
 			}
 			b := q.BackoffFor(kind)
 			r := b.Randomization
@@ -168,14 +171,29 @@ func New(client *pubsub.Client, st *store.Store, mux *Mux, cfg *Config) (*Worker
 			}
 			rq.policies[kind] = p
 		}
-		if served || only[q.Name] {
-			w.queues = append(w.queues, rq)
+		if !served && !only[q.Name] {
+			continue
 		}
+		if needsTx {
+			if rq.pool, err = st.Partition(context.Background(), int32(q.DBConns)); err != nil {
+				w.closePools()
+				return nil, err
+			}
+		}
+		w.queues = append(w.queues, rq)
 	}
 	if len(w.queues) == 0 {
 		return nil, errors.New("pubq: worker: no queue to receive: register a handler for a configured kind")
 	}
 	return w, nil
+}
+
+func (w *Worker) closePools() {
+	for _, rq := range w.queues {
+		if rq.pool != nil {
+			rq.pool.Close()
+		}
+	}
 }
 
 // BatchStats reports the claim/completion batcher's round trips and the requests they carried.
@@ -254,6 +272,7 @@ func (w *Worker) run(ctx context.Context) error {
 	w.batcher.Close()
 	stopLeases()
 	<-leasesDone
+	w.closePools()
 	w.log.Info("worker stopped")
 	return runErr
 }

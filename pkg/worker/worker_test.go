@@ -57,7 +57,7 @@ queues:
     subscription: pubq-bulk-worker
     dead_letter_topic: pubq-bulk-dead
     dead_letter_subscription: pubq-bulk-dead-inspect
-    kinds: [demo.email, test.nohandler]
+    kinds: [demo.email, test.nohandler, test.block]
 `
 
 type bundle struct {
