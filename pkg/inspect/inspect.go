@@ -252,8 +252,8 @@ func readHistory(ctx context.Context, q pgx.Tx, key string) ([]AuditEntry, error
 }
 
 // currentAttempt is the attempt pubq.attempts does not hold: the running or succeeded one, the final
-// one of a job finished without an attempt record, or one whose worker was lost (store.Rescue bumps
-// the fence and records only last_error).
+// one of a job finished without an attempt record, or one whose worker was lost and that no
+// attempt record describes.
 func currentAttempt(j *JobInfo) []Attempt {
 	if j.Attempt == 0 {
 		return nil // nothing ran since the enqueue or the replay
@@ -272,8 +272,8 @@ func currentAttempt(j *JobInfo) []Attempt {
 		return []Attempt{cur}
 	}
 	for _, a := range j.Attempts {
-		if a.Fence == j.Fence {
-			return nil // recorded by the worker that ran it
+		if a.Fence == j.Fence || (a.Number == j.Attempt && a.Outcome == "lost") {
+			return nil // recorded by the worker that ran it, or by store.Rescue for a lost one
 		}
 	}
 	lost := strings.HasPrefix(j.LastError, lostPrefix)
