@@ -50,8 +50,8 @@ func (w *Worker) handle(mctx context.Context, rq *runQueue, m *delivery) {
 		return
 	default:
 	}
-	w.batcher.Enter()
-	defer w.batcher.Leave()
+	rq.batcher.Enter()
+	defer rq.batcher.Leave()
 	q := rq.q
 	w.cfg.Metrics.InFlight(mctx, q.Name, 1)
 	defer w.cfg.Metrics.InFlight(mctx, q.Name, -1)
@@ -75,7 +75,7 @@ func (w *Worker) handle(mctx context.Context, rq *runQueue, m *delivery) {
 	ctx, span := w.startSpan(ctx, mctx, m, j)
 	defer span.End()
 
-	res, err := w.claim(ctx, j, policy, span)
+	res, err := w.claim(ctx, rq, j, policy, span)
 	if err != nil {
 		span.RecordError(err)
 		w.log.WarnContext(ctx, "claim failed; message will be redelivered", "error", err, "job_key", j.Key)
@@ -135,7 +135,7 @@ func (w *Worker) handle(mctx context.Context, rq *runQueue, m *delivery) {
 		return
 	}
 	if herr == nil && !isTx {
-		herr = w.batcher.Complete(ctx, lease)
+		herr = rq.batcher.Complete(ctx, lease)
 		if errors.Is(herr, store.ErrLeaseLost) {
 			span.SetStatus(codes.Error, "lease lost before completion")
 			m.Nack()
@@ -200,11 +200,11 @@ func (w *Worker) runTx(ctx context.Context, pool *pgxpool.Pool, chain Handler, j
 }
 
 // claim claims the job, waiting while another delivery holds a live lease on it.
-func (w *Worker) claim(ctx context.Context, j *job.Job, p *retry.Policy, span trace.Span) (store.ClaimResult, error) {
+func (w *Worker) claim(ctx context.Context, rq *runQueue, j *job.Job, p *retry.Policy, span trace.Span) (store.ClaimResult, error) {
 	req := store.ClaimRequest{Key: j.Key, ID: j.ID, Queue: j.Queue, Kind: j.Kind, MaxAttempts: p.MaxAttempts,
 		Payload: j.Payload, TraceParent: traceParentOf(span.SpanContext()), EnqueuedAt: j.EnqueuedAt}
 	for {
-		res, err := w.batcher.Claim(ctx, req)
+		res, err := rq.batcher.Claim(ctx, req)
 		if err != nil || res.Status != store.Busy {
 			return res, err
 		}
@@ -212,18 +212,18 @@ func (w *Worker) claim(ctx context.Context, j *job.Job, p *retry.Policy, span tr
 		// deadline) until that lease ends, then ask again: the job is then done, or taken over here.
 		wait := min(res.Wait+100*time.Millisecond, w.cfg.BusyPoll)
 		span.AddEvent("waiting for the lease of another delivery", trace.WithAttributes(attribute.String("wait", wait.String())))
-		w.batcher.Leave() // not about to send a request: do not hold back the batcher
+		rq.batcher.Leave() // not about to send a request: do not hold back the batcher
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
-			w.batcher.Enter()
+			rq.batcher.Enter()
 		case <-w.finished(j.Key):
 			// The delivery running it here just finished: ask now rather than at the poll.
 			t.Stop()
-			w.batcher.Enter()
+			rq.batcher.Enter()
 		case <-w.stopping:
 			t.Stop()
-			w.batcher.Enter()
+			rq.batcher.Enter()
 			return res, nil
 		}
 	}

@@ -107,7 +107,6 @@ type Worker struct {
 	cfg     *Config
 	log     *slog.Logger
 	tracer  trace.Tracer
-	batcher *store.Batcher
 	leases  *leaseKeeper
 	queues  []*runQueue
 
@@ -122,6 +121,9 @@ type runQueue struct {
 	q        *queue.Queue
 	policies map[string]*retry.Policy // per kind
 	pool     *pgxpool.Pool            // this queue's own connections for transactional handlers
+	// batcher groups this queue's claims and completions: a queue's own, so a flood's big batches on
+	// one queue never hold another queue's claims back.
+	batcher *store.Batcher
 }
 
 // New returns a worker that receives through client, keeps job state in st and runs mux's handlers.
@@ -133,12 +135,8 @@ func New(client *pubsub.Client, st *store.Store, mux *Mux, cfg *Config) (*Worker
 	if err != nil {
 		return nil, err
 	}
-	b, err := store.NewBatcher(st, store.BatcherConfig{Owner: c.Owner, Lease: c.Lease, MaxDelay: c.BatchDelay, MaxFlushes: c.BatchFlushes})
-	if err != nil {
-		return nil, err
-	}
 	w := &Worker{
-		client: client, store: st, mux: mux, cfg: c, log: c.Logger, batcher: b,
+		client: client, store: st, mux: mux, cfg: c, log: c.Logger,
 		tracer:   c.TracerProvider.Tracer(telemetry.ScopeName),
 		stopping: make(chan struct{}),
 	}
@@ -154,6 +152,9 @@ func New(client *pubsub.Client, st *store.Store, mux *Mux, cfg *Config) (*Worker
 			continue
 		}
 		rq := &runQueue{q: q, policies: map[string]*retry.Policy{}}
+		if rq.batcher, err = store.NewBatcher(st, store.BatcherConfig{Owner: c.Owner, Lease: c.Lease, MaxDelay: c.BatchDelay, MaxFlushes: c.BatchFlushes}); err != nil {
+			return nil, err
+		}
 		served, needsTx := false, false
 		for _, kind := range q.Kinds {
 			if _, isTx, ok := mux.lookup(kind); ok {
@@ -197,7 +198,13 @@ func (w *Worker) closePools() {
 }
 
 // BatchStats reports the claim/completion batcher's round trips and the requests they carried.
-func (w *Worker) BatchStats() (flushes, requests int64) { return w.batcher.Stats() }
+func (w *Worker) BatchStats() (flushes, requests int64) {
+	for _, rq := range w.queues {
+		f, r := rq.batcher.Stats()
+		flushes, requests = flushes+f, requests+r
+	}
+	return flushes, requests
+}
 
 // Queues returns the names of the queues this worker receives.
 func (w *Worker) Queues() []string {
@@ -269,7 +276,9 @@ func (w *Worker) run(ctx context.Context) error {
 	}
 	timer.Stop()
 	w.hardStop()
-	w.batcher.Close()
+	for _, rq := range w.queues {
+		rq.batcher.Close()
+	}
 	stopLeases()
 	<-leasesDone
 	w.closePools()
