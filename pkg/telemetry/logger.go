@@ -128,14 +128,36 @@ func WithLogAttrs(ctx context.Context, attrs ...slog.Attr) context.Context {
 // WithJob returns a copy of ctx whose log records carry the job's queue, kind, key, id and attempt
 // (job_queue, job_kind, job_key, job_id, job_attempt). A worker calls it once per delivery, before
 // running the handler, so every line the handler logs with its ctx names the job.
+//
+// The attributes are built only when a line is logged: a worker runs many jobs that log nothing.
 func WithJob(ctx context.Context, j Job) context.Context {
-	return WithLogAttrs(ctx, j.LogAttrs()...)
+	return context.WithValue(ctx, jobKey{}, &j)
 }
 
-// LogAttrsFromContext returns the attributes added with WithLogAttrs and WithJob.
+type jobKey struct{}
+
+// LogAttrsFromContext returns the attributes added with WithLogAttrs and WithJob (the job's first;
+// an attribute added with WithLogAttrs under the same key wins).
 func LogAttrsFromContext(ctx context.Context) []slog.Attr {
 	attrs, _ := ctx.Value(logAttrsKey{}).([]slog.Attr)
-	return attrs
+	j, ok := ctx.Value(jobKey{}).(*Job)
+	if !ok {
+		return attrs
+	}
+	out := make([]slog.Attr, 0, len(attrs)+5)
+	for _, ja := range j.LogAttrs() {
+		overridden := false
+		for _, a := range attrs {
+			if a.Key == ja.Key {
+				overridden = true
+				break
+			}
+		}
+		if !overridden {
+			out = append(out, ja)
+		}
+	}
+	return append(out, attrs...)
 }
 
 // handler adds the context's trace and job attributes at the top level of each record, and drops

@@ -23,28 +23,55 @@ type leaseKeeper struct {
 	log     *slog.Logger
 
 	mu      sync.Mutex
-	running map[store.Lease]leaseEntry
+	running map[store.Lease]*leaseEntry
+	byKey   map[string]*leaseEntry
 }
 
 type leaseEntry struct {
 	queue  string
 	cancel context.CancelCauseFunc
+	done   chan struct{} // made when a duplicate waits here; closed when the run ends
 }
 
 func newLeaseKeeper(st *store.Store, lease time.Duration, m *telemetry.Metrics, log *slog.Logger) *leaseKeeper {
-	return &leaseKeeper{st: st, lease: lease, metrics: m, log: log, running: map[store.Lease]leaseEntry{}}
+	return &leaseKeeper{st: st, lease: lease, metrics: m, log: log, running: map[store.Lease]*leaseEntry{}, byKey: map[string]*leaseEntry{}}
 }
 
 func (k *leaseKeeper) add(l store.Lease, queue string, cancel context.CancelCauseFunc) {
+	e := &leaseEntry{queue: queue, cancel: cancel}
 	k.mu.Lock()
-	k.running[l] = leaseEntry{queue: queue, cancel: cancel}
+	k.running[l] = e
+	k.byKey[l.Key] = e
 	k.mu.Unlock()
 }
 
+// remove ends a run and wakes the duplicates of its key waiting in this process.
 func (k *leaseKeeper) remove(l store.Lease) {
 	k.mu.Lock()
+	e := k.running[l]
 	delete(k.running, l)
+	if k.byKey[l.Key] == e {
+		delete(k.byKey, l.Key)
+	}
 	k.mu.Unlock()
+	if e != nil && e.done != nil {
+		close(e.done)
+	}
+}
+
+// finished returns a channel closed when this process's current run of key ends, or nil (never ready)
+// when the key does not run here.
+func (k *leaseKeeper) finished(key string) <-chan struct{} {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	e, ok := k.byKey[key]
+	if !ok {
+		return nil
+	}
+	if e.done == nil {
+		e.done = make(chan struct{})
+	}
+	return e.done
 }
 
 func (k *leaseKeeper) run(ctx context.Context) {

@@ -65,8 +65,8 @@ func (w *Worker) handle(mctx context.Context, rq *runQueue, m *delivery) {
 	}
 	j.Queue = q.Name
 	m.job = j
-	h, isTx, ok := w.mux.lookup(j.Kind)
-	if !ok || !q.Accepts(j.Kind) {
+	chain, ok := rq.chains[j.Kind] // only kinds routed to this queue and handled here
+	if !ok {
 		w.deadLetterRaw(ctx, rq, m, j, job.ReasonUnknownKind, fmt.Errorf("pubq: no handler for kind %q on queue %q", j.Kind, q.Name))
 		return
 	}
@@ -95,9 +95,9 @@ func (w *Worker) handle(mctx context.Context, rq *runQueue, m *delivery) {
 	}
 	j.Attempt = res.Attempt
 	lease := store.Lease{Key: j.Key, Fence: res.Fence}
-	w.running.Store(j.Key, make(chan struct{}))
-	defer w.finish(j.Key)
-	span.SetAttributes(telemetry.JobAttributes(q.Name, j.Kind, j.Key, j.ID, j.Attempt)...)
+	if span.IsRecording() {
+		span.SetAttributes(telemetry.JobAttributes(q.Name, j.Kind, j.Key, j.ID, j.Attempt)...)
+	}
 	ctx = telemetry.WithJob(ctx, telemetry.Job{Queue: q.Name, Kind: j.Kind, Key: j.Key, ID: j.ID, Attempt: j.Attempt})
 	if res.Attempt > policy.MaxAttempts {
 		// Earlier attempts died with their workers; the job has had all its attempts.
@@ -117,12 +117,11 @@ func (w *Worker) handle(mctx context.Context, rq *runQueue, m *delivery) {
 	w.leases.add(lease, q.Name, cancel)
 	defer w.leases.remove(lease)
 
-	chain := Logging(w.log)(Timeout(q.TimeoutFor)(Recover(h)))
 	var herr error
-	if isTx {
-		herr = w.runTx(hctx, rq.pool, chain, j, lease)
+	if chain.tx {
+		herr = w.runTx(hctx, rq.pool, chain.h, j, lease)
 	} else {
-		herr = chain.Work(hctx, j)
+		herr = chain.h.Work(hctx, j)
 	}
 
 	if cause := context.Cause(hctx); cause == ErrLeaseLost || cause == errShutdown || errors.Is(herr, store.ErrLeaseLost) {
@@ -134,7 +133,7 @@ func (w *Worker) handle(mctx context.Context, rq *runQueue, m *delivery) {
 		m.Nack()
 		return
 	}
-	if herr == nil && !isTx {
+	if herr == nil && !chain.tx {
 		herr = rq.batcher.Complete(ctx, lease)
 		if errors.Is(herr, store.ErrLeaseLost) {
 			span.SetStatus(codes.Error, "lease lost before completion")
@@ -156,22 +155,6 @@ func (w *Worker) handle(mctx context.Context, rq *runQueue, m *delivery) {
 	span.RecordError(herr)
 	span.SetStatus(codes.Error, herr.Error())
 	w.finishFailure(ctx, rq, m, j, lease, policy, span, herr, start)
-}
-
-// finished returns a channel closed when this process's current run of key ends, or nil (never ready)
-// when the key runs elsewhere.
-func (w *Worker) finished(key string) <-chan struct{} {
-	if ch, ok := w.running.Load(key); ok {
-		return ch.(chan struct{})
-	}
-	return nil
-}
-
-// finish wakes the duplicates of key waiting in this process.
-func (w *Worker) finish(key string) {
-	if ch, ok := w.running.LoadAndDelete(key); ok {
-		close(ch.(chan struct{}))
-	}
 }
 
 // errCommit wraps infrastructure failures of a transactional job's own commit: not the handler's fault.
@@ -217,7 +200,7 @@ func (w *Worker) claim(ctx context.Context, rq *runQueue, j *job.Job, p *retry.P
 		select {
 		case <-t.C:
 			rq.batcher.Enter()
-		case <-w.finished(j.Key):
+		case <-w.leases.finished(j.Key):
 			// The delivery running it here just finished: ask now rather than at the poll.
 			t.Stop()
 			rq.batcher.Enter()
@@ -348,9 +331,7 @@ func (w *Worker) deadLetterRaw(ctx context.Context, rq *runQueue, m *delivery, j
 // published with a plain W3C traceparent and no client tracing — as a child of that context, linked to
 // the process span. A retry's span links to the failed attempt's span.
 func (w *Worker) startSpan(ctx, mctx context.Context, m *delivery, j *job.Job) (context.Context, trace.Span) {
-	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer),
-		trace.WithAttributes(telemetry.JobAttributes(j.Queue, j.Kind, j.Key, j.ID, j.Attempt)...),
-		trace.WithAttributes(telemetry.MessageAttributes("", "", m.ID)...)}
+	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer)}
 	process := trace.SpanContextFromContext(mctx)
 	if _, viaClient := m.Attributes[job.AttrPubSubTraceParent]; !viaClient {
 		if tp, ok := m.Attributes[job.AttrTraceParent]; ok {
@@ -365,7 +346,12 @@ func (w *Worker) startSpan(ctx, mctx context.Context, m *delivery, j *job.Job) (
 	if prev := spanContextOf(m.Attributes[job.AttrPrevTraceParent], ""); prev.IsValid() {
 		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: prev, Attributes: []attribute.KeyValue{attribute.String("pubq.link", "previous_attempt")}}))
 	}
-	return w.tracer.Start(ctx, "pubq job "+j.Kind, opts...)
+	ctx, span := w.tracer.Start(ctx, "pubq job "+j.Kind, opts...)
+	if span.IsRecording() { // attributes cost allocations; an unsampled span needs none
+		span.SetAttributes(telemetry.MessageAttributes("", "", m.ID)...)
+		span.SetAttributes(telemetry.JobAttributes(j.Queue, j.Kind, j.Key, j.ID, j.Attempt)...)
+	}
+	return ctx, span
 }
 
 func spanContextOf(traceparent, tracestate string) trace.SpanContext {

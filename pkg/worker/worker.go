@@ -114,12 +114,19 @@ type Worker struct {
 	hardStopCtx context.Context // done when ShutdownTimeout is over: running jobs are cancelled
 	hardStop    context.CancelFunc
 	runOnce     sync.Once
-	running     sync.Map // job key → chan closed when its run here ends (wakes local duplicates)
+}
+
+// handlerChain is a kind's handler inside the runtime's middleware (logging, timeout, recover) and the
+// Mux's own, and whether it runs in a transaction.
+type handlerChain struct {
+	h  Handler
+	tx bool
 }
 
 type runQueue struct {
 	q        *queue.Queue
 	policies map[string]*retry.Policy // per kind
+	chains   map[string]handlerChain  // per kind: the handler wrapped in middleware, built once
 	pool     *pgxpool.Pool            // this queue's own connections for transactional handlers
 	// batcher groups this queue's claims and completions: a queue's own, so a flood's big batches on
 	// one queue never hold another queue's claims back.
@@ -151,15 +158,16 @@ func New(client *pubsub.Client, st *store.Store, mux *Mux, cfg *Config) (*Worker
 		if len(only) > 0 && !only[q.Name] {
 			continue
 		}
-		rq := &runQueue{q: q, policies: map[string]*retry.Policy{}}
+		rq := &runQueue{q: q, policies: map[string]*retry.Policy{}, chains: map[string]handlerChain{}}
 		if rq.batcher, err = store.NewBatcher(st, store.BatcherConfig{Owner: c.Owner, Lease: c.Lease, MaxDelay: c.BatchDelay, MaxFlushes: c.BatchFlushes}); err != nil {
 			return nil, err
 		}
 		served, needsTx := false, false
 		for _, kind := range q.Kinds {
-			if _, isTx, ok := mux.lookup(kind); ok {
+			if h, isTx, ok := mux.lookup(kind); ok {
 				served = true
 				needsTx = needsTx || isTx
+				rq.chains[kind] = handlerChain{h: Logging(c.Logger)(Timeout(q.TimeoutFor)(Recover(h))), tx: isTx}
 			}
 			b := q.BackoffFor(kind)
 			r := b.Randomization
