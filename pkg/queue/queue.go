@@ -45,7 +45,8 @@ type Queue struct {
 	KeyRetention           time.Duration
 	ExactlyOnce            bool
 	Concurrency            int
-	DBConns                int // connections for this queue's transactional handlers (its own pool)
+	DBConns                int     // connections for this queue's transactional handlers (its own pool)
+	MaxRate                float64 // jobs started per second per worker process; 0: no limit
 	Streams                int
 	Timeout                time.Duration
 	Backoff                Backoff
@@ -159,6 +160,7 @@ type fileQueue struct {
 	ExactlyOnce            *bool                   `yaml:"exactly_once"`
 	Concurrency            *int                    `yaml:"concurrency"`
 	DBConns                *int                    `yaml:"db_conns"`
+	MaxRate                *float64                `yaml:"max_rate"`
 	Streams                *int                    `yaml:"streams"`
 	Timeout                *duration               `yaml:"timeout"`
 	Backoff                fileBackoff             `yaml:"backoff"`
@@ -323,6 +325,9 @@ func apply(base Queue, f fileQueue) Queue {
 	setInt(&q.MaxDeliveryAttempts, f.MaxDeliveryAttempts)
 	setInt(&q.Concurrency, f.Concurrency)
 	setInt(&q.DBConns, f.DBConns)
+	if f.MaxRate != nil {
+		q.MaxRate = *f.MaxRate
+	}
 	setInt(&q.Streams, f.Streams)
 	if f.ExactlyOnce != nil {
 		q.ExactlyOnce = *f.ExactlyOnce
@@ -425,6 +430,9 @@ func (q *Queue) validate() error {
 	}
 	if q.Concurrency < 1 || q.Concurrency > 10000 {
 		return fail("concurrency", "%d must be 1..10000", q.Concurrency)
+	}
+	if q.MaxRate < 0 {
+		return fail("max_rate", "%g must not be negative (0: no limit)", q.MaxRate)
 	}
 	if q.DBConns < 1 || q.DBConns > 1000 {
 		return fail("db_conns", "%d must be 1..1000", q.DBConns)

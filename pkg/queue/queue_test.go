@@ -93,6 +93,7 @@ func TestParseErrors(t *testing.T) {
 		{"concurrency", base + "    concurrency: 0\n", []string{`queue "alpha"`, "concurrency"}},
 		{"streams", base + "    streams: 0\n", []string{`queue "alpha"`, "streams"}},
 		{"db_conns", base + "    db_conns: -1\n", []string{`queue "alpha"`, "db_conns"}},
+		{"max_rate", base + "    max_rate: -5\n", []string{`queue "alpha"`, "max_rate"}},
 		{"backoff", base + "    backoff: {initial: 10s, max: 1s}\n", []string{`queue "alpha"`, "backoff", "max"}},
 		{"randomization", base + "    backoff: {randomization: 1.5}\n", []string{"backoff", "randomization"}},
 		{"no topic", strings.Replace(base, "    topic: t-alpha\n", "", 1), []string{`queue "alpha"`, "topic: required"}},

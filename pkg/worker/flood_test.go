@@ -68,3 +68,25 @@ func TestFloodOnBulkDoesNotStarveCritical(t *testing.T) {
 		t.Fatalf("bulk ran %d more handlers than its concurrency allows", n)
 	}
 }
+
+// max_rate caps how fast a queue's jobs start in one worker. A lower bound on time cannot flake on a
+// slow machine: 40 jobs at 20/s (burst 2) need at least 1.9 s.
+func TestMaxRateCapsAQueue(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	bulk, _ := b.cfg.Queue("bulk")
+	bulk.MaxRate = 20
+	b.run(t, worker.Config{})
+	start := time.Now()
+	for i := range 40 {
+		b.enqueue(t, "demo.email", fmt.Sprintf("rated-%d", i), demo.Payload{})
+	}
+	waitFor(t, 60*time.Second, "40 rate-limited jobs", func() bool {
+		var n int
+		_ = b.st.Pool().QueryRow(context.Background(), `SELECT count(*) FROM demo_effects WHERE queue = 'bulk'`).Scan(&n)
+		return n == 40
+	})
+	if d := time.Since(start); d < 1800*time.Millisecond {
+		t.Fatalf("40 jobs at max_rate 20/s ran in %s", d)
+	}
+}

@@ -71,6 +71,16 @@ func (w *Worker) handle(mctx context.Context, rq *runQueue, m *delivery) {
 		return
 	}
 	policy := rq.policies[j.Kind]
+	if rq.limiter != nil {
+		// max_rate: wait for a token before claiming; the message keeps its flow-control slot meanwhile.
+		rq.batcher.Leave()
+		err := rq.limiter.Wait(mctx)
+		rq.batcher.Enter()
+		if err != nil {
+			m.Nack() // shutting down while waiting
+			return
+		}
+	}
 
 	ctx, span := w.startSpan(ctx, mctx, m, j)
 	defer span.End()

@@ -13,6 +13,7 @@ import (
 
 	"cloud.google.com/go/pubsub/v2"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/time/rate"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
@@ -131,6 +132,7 @@ type runQueue struct {
 	// batcher groups this queue's claims and completions: a queue's own, so a flood's big batches on
 	// one queue never hold another queue's claims back.
 	batcher *store.Batcher
+	limiter *rate.Limiter // queue's max_rate; nil: unlimited
 }
 
 // New returns a worker that receives through client, keeps job state in st and runs mux's handlers.
@@ -159,6 +161,9 @@ func New(client *pubsub.Client, st *store.Store, mux *Mux, cfg *Config) (*Worker
 			continue
 		}
 		rq := &runQueue{q: q, policies: map[string]*retry.Policy{}, chains: map[string]handlerChain{}}
+		if q.MaxRate > 0 {
+			rq.limiter = rate.NewLimiter(rate.Limit(q.MaxRate), max(1, int(q.MaxRate/10)))
+		}
 		if rq.batcher, err = store.NewBatcher(st, store.BatcherConfig{Owner: c.Owner, Lease: c.Lease, MaxDelay: c.BatchDelay, MaxFlushes: c.BatchFlushes}); err != nil {
 			return nil, err
 		}

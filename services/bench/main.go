@@ -44,16 +44,20 @@ import (
 )
 
 type options struct {
-	messages    int
-	streams     int
-	outstanding int
-	rate        int
-	latencyFor  time.Duration
-	modes       []string
-	rounds      int
-	jsonOut     bool
-	flushes     int
-	delay       time.Duration
+	messages     int
+	streams      int
+	outstanding  int
+	rate         int
+	latencyFor   time.Duration
+	modes        []string
+	rounds       int
+	jsonOut      bool
+	flushes      int
+	delay        time.Duration
+	flood        int
+	criticalRate int
+	bulkMaxRate  float64
+	rawCritical  bool
 }
 
 // Result is one mode's measurement.
@@ -75,6 +79,7 @@ type Report struct {
 	Rate        int                `json:"latency_rate"`
 	Results     []Result           `json:"results"`
 	Ratios      map[string]float64 `json:"ratios"` // median jobs/s of a mode ÷ median jobs/s of raw
+	Flood       *FloodResult       `json:"flood,omitempty"`
 }
 
 func main() {
@@ -85,7 +90,11 @@ func main() {
 	flag.IntVar(&o.outstanding, "outstanding", 2000, "max outstanding messages (flow control), same for every mode")
 	flag.IntVar(&o.rate, "rate", 2000, "publish rate of the latency phase, msg/s")
 	flag.DurationVar(&o.latencyFor, "latency-for", 5*time.Second, "length of the latency phase")
-	flag.StringVar(&modes, "modes", "raw,pubq,pubq-traced", "modes to run, comma-separated")
+	flag.StringVar(&modes, "modes", "raw,pubq,pubq-traced", "modes to run, comma-separated (flood: critical latency idle vs a bulk flood)")
+	flag.IntVar(&o.flood, "flood", 100000, "flood mode: bulk jobs in the flood")
+	flag.IntVar(&o.criticalRate, "critical-rate", 50, "flood mode: critical jobs per second")
+	flag.Float64Var(&o.bulkMaxRate, "bulk-max-rate", 0, "flood mode: bulk's max_rate in jobs/s (0: unlimited)")
+	flag.BoolVar(&o.rawCritical, "raw-critical", false, "flood mode: consume critical with a raw Pub/Sub loop (the emulator's baseline)")
 	flag.IntVar(&o.rounds, "rounds", 1, "rounds (modes interleaved per round); ratios use medians")
 	flag.BoolVar(&o.jsonOut, "json", false, "print JSON instead of a table")
 	flag.IntVar(&o.flushes, "batch-flushes", 0, "pubq: claim/completion round trips in flight (0: worker default)")
@@ -117,6 +126,18 @@ func run(ctx context.Context, o options) error {
 	rep := Report{Streams: o.streams, Outstanding: o.outstanding, Rate: o.rate, Ratios: map[string]float64{}}
 	for round := 1; round <= o.rounds; round++ {
 		for _, mode := range o.modes {
+			if mode == "flood" {
+				if round > 1 {
+					continue
+				}
+				fmt.Fprintf(os.Stderr, "flood: %d bulk jobs, critical at %d/s ...\n", o.flood, o.criticalRate)
+				fr, err := runFlood(ctx, project, o.flood, o.criticalRate, 5*time.Second, o.bulkMaxRate, o.rawCritical)
+				if err != nil {
+					return fmt.Errorf("flood: %w", err)
+				}
+				rep.Flood = &fr
+				continue
+			}
 			fmt.Fprintf(os.Stderr, "round %d: %s ...\n", round, mode)
 			r, err := runMode(ctx, o, project, mode, round)
 			if err != nil {
@@ -138,6 +159,20 @@ func run(ctx context.Context, o options) error {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(rep)
+	}
+	if f := rep.Flood; f != nil {
+		consumer := "pubq worker"
+		if f.RawCritical {
+			consumer = "raw Pub/Sub loop (baseline)"
+		}
+		fmt.Printf("flood: %d bulk jobs (max_rate %g/s, 0 = unlimited) drained in %.1fs (%.0f jobs/s) while critical ran at %d/s, consumed by the %s\n",
+			f.Flood, f.BulkMaxRate, f.FloodSeconds, f.BulkPerSec, f.CriticalRate, consumer)
+		fmt.Printf("  critical idle:   %4d jobs  p50 %6.1f ms  p99 %6.1f ms\n", f.IdleJobs, f.IdleP50ms, f.IdleP99ms)
+		fmt.Printf("  critical flood:  %4d jobs  p50 %6.1f ms  p99 %6.1f ms   (p99 flood/idle %.2f, target ≤ 2)\n", f.FloodJobs, f.FloodP50ms, f.FloodP99ms, f.P99FloodPerIdle)
+		fmt.Printf("  of which publish → handler start p99: idle %.1f ms, flood %.1f ms\n\n", f.IdleStartP99ms, f.FloodStartP99ms)
+	}
+	if len(rep.Results) == 0 {
+		return nil
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(tw, "mode\tround\tmessages\tseconds\tjobs/s\tlatency jobs\tp50 ms\tp99 ms\t\n")
