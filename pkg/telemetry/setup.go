@@ -78,7 +78,9 @@ type Providers struct {
 // CLOUD_RUN_JOB, FUNCTION_TARGET or GAE_SERVICE set), else off. OTEL_SDK_DISABLED=true turns tracing
 // off. Off means a no-op TracerProvider: nothing is recorded or dialled, and an incoming trace context
 // still propagates through the process unchanged. Sampling follows OTEL_TRACES_SAMPLER and
-// OTEL_TRACES_SAMPLER_ARG (default parentbased_always_on). Resource: service.name, service.version,
+// OTEL_TRACES_SAMPLER_ARG (default parentbased_always_on), except that the Pub/Sub client's internal
+// bookkeeping spans are never recorded (see WithoutClientBookkeeping); the batch span processor holds
+// DefaultBSPMaxQueueSize spans unless OTEL_BSP_MAX_QUEUE_SIZE says otherwise. Resource: service.name, service.version,
 // service.instance.id (hostname-pid), host.name, the SDK's telemetry.sdk.*, then
 // OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME, which win.
 //
@@ -120,7 +122,6 @@ func Setup(ctx context.Context, opts Options) (*Providers, error) {
 	if len(cfg.exporters) == 0 {
 		p.tp = noop.NewTracerProvider()
 	} else {
-		tpOpts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res), sdktrace.WithSampler(cfg.sampler)}
 		var made []sdktrace.SpanExporter
 		for _, name := range cfg.exporters {
 			exp, err := newExporter(ctx, name, cfg, opts)
@@ -132,8 +133,8 @@ func Setup(ctx context.Context, opts Options) (*Providers, error) {
 				return nil, err
 			}
 			made = append(made, exp)
-			tpOpts = append(tpOpts, sdktrace.WithBatcher(exp))
 		}
+		tpOpts := append([]sdktrace.TracerProviderOption{sdktrace.WithResource(res)}, TracerProviderOptions(cfg.sampler, made...)...)
 		p.sdkTP = sdktrace.NewTracerProvider(tpOpts...)
 		p.tp = p.sdkTP
 	}
