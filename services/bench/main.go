@@ -9,8 +9,14 @@
 //	            done (acked after the outcome is durable, for pubq), reported as p50/p99
 //
 // Modes: raw (receive + ack), pubq (decode, batched claim with lease, no-op handler, batched completion,
-// ack), pubq-traced (pubq with the Pub/Sub client's tracing, handler spans and SQL spans at 100 %
-// sampling into an in-process discarding exporter).
+// ack), pubq-traced (pubq with the Pub/Sub client's tracing and pubq's handler spans at 100 % sampling,
+// configured as telemetry.Setup configures the binaries, into an in-process discarding exporter; otelpgx
+// is on too, but the no-op handler runs no SQL and pubq's batched claims and completions run outside any
+// job's span, so no SQL spans are recorded).
+//
+// Each throughput phase also reports the process's CPU time (user + system) per job: on a shared machine
+// jobs/s swings with the neighbours' load, while CPU per job is what tracing costs, and once the machine
+// is saturated it alone decides the jobs/s ratio.
 //
 // It needs PUBSUB_EMULATOR_HOST and PUBQ_DATABASE_URL (make bench provides both).
 package main
@@ -40,6 +46,7 @@ import (
 	"github.com/pubq/pubq/pkg/job"
 	"github.com/pubq/pubq/pkg/queue"
 	"github.com/pubq/pubq/pkg/store"
+	"github.com/pubq/pubq/pkg/telemetry"
 	"github.com/pubq/pubq/pkg/worker"
 )
 
@@ -67,6 +74,7 @@ type Result struct {
 	Messages    int     `json:"messages"`
 	Seconds     float64 `json:"seconds"`
 	JobsPerSec  float64 `json:"jobs_per_sec"`
+	CPUPerJobUS float64 `json:"cpu_us_per_job"` // this process's CPU time during the throughput phase ÷ messages
 	LatencyJobs int     `json:"latency_jobs"`
 	P50ms       float64 `json:"p50_ms"`
 	P99ms       float64 `json:"p99_ms"`
@@ -78,7 +86,8 @@ type Report struct {
 	Outstanding int                `json:"max_outstanding"`
 	Rate        int                `json:"latency_rate"`
 	Results     []Result           `json:"results"`
-	Ratios      map[string]float64 `json:"ratios"` // median jobs/s of a mode ÷ median jobs/s of raw
+	Ratios      map[string]float64 `json:"ratios"`         // median jobs/s of a mode ÷ median jobs/s of raw
+	CPUPerJobUS map[string]float64 `json:"cpu_us_per_job"` // median CPU µs per job of each mode
 	Flood       *FloodResult       `json:"flood,omitempty"`
 }
 
@@ -123,7 +132,7 @@ func run(ctx context.Context, o options) error {
 		return fmt.Errorf("PUBSUB_EMULATOR_HOST and PUBQ_DATABASE_URL are required (use make bench)")
 	}
 	project := fmt.Sprintf("bench-%d", time.Now().UnixNano()%1e9)
-	rep := Report{Streams: o.streams, Outstanding: o.outstanding, Rate: o.rate, Ratios: map[string]float64{}}
+	rep := Report{Streams: o.streams, Outstanding: o.outstanding, Rate: o.rate, Ratios: map[string]float64{}, CPUPerJobUS: map[string]float64{}}
 	for round := 1; round <= o.rounds; round++ {
 		for _, mode := range o.modes {
 			if mode == "flood" {
@@ -155,6 +164,11 @@ func run(ctx context.Context, o options) error {
 	if p, t := median(rep.Results, "pubq"), median(rep.Results, "pubq-traced"); p > 0 && t > 0 {
 		rep.Ratios["pubq-traced/pubq"] = t / p
 	}
+	for _, r := range rep.Results {
+		if _, done := rep.CPUPerJobUS[r.Mode]; !done {
+			rep.CPUPerJobUS[r.Mode] = medianOf(rep.Results, r.Mode, func(r Result) float64 { return r.CPUPerJobUS })
+		}
+	}
 	if o.jsonOut {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
@@ -175,23 +189,30 @@ func run(ctx context.Context, o options) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "mode\tround\tmessages\tseconds\tjobs/s\tlatency jobs\tp50 ms\tp99 ms\t\n")
+	fmt.Fprintf(tw, "mode\tround\tmessages\tseconds\tjobs/s\tcpu µs/job\tlatency jobs\tp50 ms\tp99 ms\t\n")
 	for _, r := range rep.Results {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%.2f\t%.0f\t%d\t%.1f\t%.1f\t\n", r.Mode, r.Round, r.Messages, r.Seconds, r.JobsPerSec, r.LatencyJobs, r.P50ms, r.P99ms)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.2f\t%.0f\t%.1f\t%d\t%.1f\t%.1f\t\n", r.Mode, r.Round, r.Messages, r.Seconds, r.JobsPerSec, r.CPUPerJobUS, r.LatencyJobs, r.P50ms, r.P99ms)
 	}
 	_ = tw.Flush()
 	fmt.Printf("\nstreams %d, max outstanding %d, latency phase %d msg/s for %s\n", o.streams, o.outstanding, o.rate, o.latencyFor)
 	for _, k := range sortedKeys(rep.Ratios) {
 		fmt.Printf("ratio %-18s %.2f\n", k, rep.Ratios[k])
 	}
+	for _, k := range sortedKeys(rep.CPUPerJobUS) {
+		fmt.Printf("cpu µs/job %-13s %.1f (median)\n", k, rep.CPUPerJobUS[k])
+	}
 	return nil
 }
 
 func median(rs []Result, mode string) float64 {
+	return medianOf(rs, mode, func(r Result) float64 { return r.JobsPerSec })
+}
+
+func medianOf(rs []Result, mode string, f func(Result) float64) float64 {
 	var v []float64
 	for _, r := range rs {
 		if r.Mode == mode {
-			v = append(v, r.JobsPerSec)
+			v = append(v, f(r))
 		}
 	}
 	if len(v) == 0 {
@@ -260,6 +281,7 @@ queues:
 	if err := publishN(ctx, client, qcfg.Queues[0].Topic, id+"-t", o.messages, 0); err != nil {
 		return res, err
 	}
+	cpu0 := cpuTime()
 	var n atomic.Int64
 	var first, last atomic.Int64
 	all := make(chan struct{})
@@ -306,6 +328,7 @@ queues:
 	}
 	res.Seconds = float64(last.Load()-first.Load()) / 1e9
 	res.JobsPerSec = float64(o.messages) / res.Seconds
+	res.CPUPerJobUS = float64(cpuTime()-cpu0) / float64(time.Microsecond) / float64(o.messages)
 
 	// Latency: steady publishing while consuming.
 	phase.Store(1)
@@ -381,22 +404,32 @@ func rawConsumer(client *pubsub.Client, sub string, o options) consumer {
 }
 
 func pubqConsumer(ctx context.Context, client *pubsub.Client, qcfg *queue.Config, traced bool, o options) (consumer, func(), error) {
+	var tp trace.TracerProvider = noop.NewTracerProvider()
+	var sdk *sdktrace.TracerProvider
+	if traced {
+		// What telemetry.Setup builds for the binaries (sampler, batch span processor sizes).
+		sdk = sdktrace.NewTracerProvider(telemetry.TracerProviderOptions(sdktrace.AlwaysSample(), discard{})...)
+		tp = sdk
+	}
+	// The Pub/Sub client and otelpgx use the global provider; set it before store.Open, where otelpgx
+	// takes the provider that is global then (it was the previous mode's no-op one).
+	setGlobalTracing(tp)
 	st, err := store.Open(ctx, store.Config{URL: os.Getenv("PUBQ_DATABASE_URL"), MaxConns: 32, Trace: traced})
 	if err != nil {
+		setGlobalTracing(noop.NewTracerProvider())
+		if sdk != nil {
+			_ = sdk.Shutdown(context.Background())
+		}
 		return nil, nil, err
 	}
 	if _, err := st.Migrate(ctx); err != nil {
 		st.Close()
+		setGlobalTracing(noop.NewTracerProvider())
+		if sdk != nil {
+			_ = sdk.Shutdown(context.Background())
+		}
 		return nil, nil, err
 	}
-	var tp trace.TracerProvider = noop.NewTracerProvider()
-	var sdk *sdktrace.TracerProvider
-	if traced {
-		sdk = sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()), sdktrace.WithBatcher(discard{}))
-		tp = sdk
-	}
-	// The Pub/Sub client and otelpgx use the global provider.
-	setGlobalTracing(tp)
 	mux := worker.NewMux()
 	mux.HandleFunc("bench.noop", func(context.Context, *job.Job) error { return nil })
 	cleanup := func() {
