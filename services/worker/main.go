@@ -194,6 +194,9 @@ func migrate(ctx context.Context, log *slog.Logger) error {
 	if err := demo.Migrate(ctx, st.Pool()); err != nil {
 		return err
 	}
+	if err := migratePlatform(ctx, st); err != nil {
+		return err
+	}
 	log.Info("migrations applied", "versions", applied)
 	return nil
 }
@@ -228,6 +231,9 @@ func run(ctx context.Context, log *slog.Logger) error {
 		if err := demo.Migrate(ctx, st.Pool()); err != nil {
 			return err
 		}
+		if err := migratePlatform(ctx, st); err != nil {
+			return err
+		}
 	}
 	client, err := newPubSub(ctx, e.project)
 	if err != nil {
@@ -237,7 +243,10 @@ func run(ctx context.Context, log *slog.Logger) error {
 
 	mux := worker.NewMux()
 	demo.Register(mux)
-	registerPlatformJobs(mux, st)
+	if err := registerPlatformJobs(mux, st, platform{queues: e.queues, metrics: metrics, tracer: prov.TracerProvider(),
+		log: log, getenv: os.Getenv}); err != nil {
+		return err
+	}
 
 	w, err := worker.New(client, st, mux, &worker.Config{Queues: e.queues, Only: e.only, Lease: e.lease,
 		ShutdownTimeout: e.shutdown, MaxExtension: e.maxExt, Logger: log, Metrics: metrics,
