@@ -11,10 +11,12 @@
 //	pubqctl purge  <key>... | purge  --state succeeded --queue Q --until 30d | purge --all      [--dry-run]
 //	pubqctl trace <key> [--jaeger http://127.0.0.1:16686]
 //	pubqctl dashboard [--addr :8090]
+//	pubqctl merge --survivor A --duplicate B | --file PAIRS.csv   [--dry-run] [--enqueue] [--no-verify]
+//	pubqctl seed --students N [--duplicate-rate 0.02] [--pairs FILE]
 //	pubqctl migrate
 //
-// Every command prints a table by default and JSON with --json. Bulk replays and purges draw a
-// progress bar when stderr is a terminal.
+// Every command prints a table by default and JSON with --json. Bulk replays, purges, merges of
+// many pairs and seeds draw a progress bar when stderr is a terminal.
 //
 // Configuration comes from the environment: PUBQ_DATABASE_URL (or PUBQ_CLOUDSQL_INSTANCE,
 // PUBQ_DATABASE_USER, PUBQ_DATABASE_NAME), PUBQ_QUEUES (default queues.yaml), PUBQ_ACTOR (required

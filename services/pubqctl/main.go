@@ -95,6 +95,8 @@ func init() {
 		{"purge", "(<key>... | [--state S] --queue Q [--kind K] [--since T] [--until T] | --all) [--dry-run]", "delete finished jobs (succeeded, dead, cancelled) and their attempts", (*cli).cmdPurge},
 		{"trace", "<key> [--jaeger URL]", "print the job's traces as waterfalls, fetched from Jaeger", (*cli).cmdTrace},
 		{"dashboard", "[--addr :8090]", "serve the web dashboard", (*cli).cmdDashboard},
+		{"merge", "(--survivor ID --duplicate ID | --file PAIRS.csv) [--dry-run] [--enqueue] [--no-verify]", "merge duplicate student accounts, each pair in its own transaction (or enqueue account.merge jobs)", (*cli).cmdMerge},
+		{"seed", "--students N [--duplicate-rate 0.02] [--related 10] [--seed 1] [--pairs FILE] [--append]", "generate synthetic students with planted duplicates (benchmark data)", (*cli).cmdSeed},
 		{"migrate", "", "apply pubq's database migrations", (*cli).cmdMigrate},
 	}
 }
@@ -103,7 +105,7 @@ const envHelp = `Environment:
   PUBQ_DATABASE_URL        PostgreSQL URL (or PUBQ_CLOUDSQL_INSTANCE with PUBQ_DATABASE_USER and
                            PUBQ_DATABASE_NAME, IAM authentication; PUBQ_CLOUDSQL_PRIVATE_IP=true)
   PUBQ_QUEUES              queue config file (default queues.yaml; --queues overrides)
-  PUBQ_ACTOR               who you are; required for retry, cancel, replay and purge (recorded in pubq.audit)
+  PUBQ_ACTOR               who you are; required for retry, cancel, replay, purge, merge and seed (recorded in pubq.audit)
   PUBQ_JAEGER_URL          Jaeger query API for trace (default http://127.0.0.1:16686; --jaeger overrides)
   PUBQ_DASHBOARD_TOKENS    dashboard: comma-separated login tokens, each "name:secret" or "secret" (16+ bytes)
   PUBQ_CLOUD_TRACE_PROJECT dashboard: link traces to Cloud Trace in this project instead of Jaeger
