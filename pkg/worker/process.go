@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -105,8 +106,8 @@ func (w *Worker) handle(mctx context.Context, rq *runQueue, m *delivery) {
 	}
 	j.Attempt = res.Attempt
 	lease := store.Lease{Key: j.Key, Fence: res.Fence}
-	if span.IsRecording() {
-		span.SetAttributes(telemetry.JobAttributes(q.Name, j.Kind, j.Key, j.ID, j.Attempt)...)
+	if span.IsRecording() { // the rest of the job's attributes were set at the start
+		span.SetAttributes(telemetry.AttrJobAttempt.Int(j.Attempt))
 	}
 	ctx = telemetry.WithJob(ctx, telemetry.Job{Queue: q.Name, Kind: j.Kind, Key: j.Key, ID: j.ID, Attempt: j.Attempt})
 	if res.Attempt > policy.MaxAttempts {
@@ -358,8 +359,12 @@ func (w *Worker) startSpan(ctx, mctx context.Context, m *delivery, j *job.Job) (
 	}
 	ctx, span := w.tracer.Start(ctx, "pubq job "+j.Kind, opts...)
 	if span.IsRecording() { // attributes cost allocations; an unsampled span needs none
-		span.SetAttributes(telemetry.MessageAttributes("", "", m.ID)...)
-		span.SetAttributes(telemetry.JobAttributes(j.Queue, j.Kind, j.Key, j.ID, j.Attempt)...)
+		// Set once, without duplicates; the attempt follows when the claim says which one this is.
+		attrs := telemetry.JobAttributes(j.Queue, j.Kind, j.Key, j.ID, 0) // room for one more
+		if m.ID != "" {
+			attrs = append(attrs, telemetry.AttrMessagingMessageID.String(m.ID))
+		}
+		span.SetAttributes(attrs...)
 	}
 	return ctx, span
 }
@@ -375,11 +380,21 @@ func spanContextOf(traceparent, tracestate string) trace.SpanContext {
 	return trace.SpanContextFromContext(traceContext.Extract(context.Background(), carrier))
 }
 
+// traceParentOf is the W3C traceparent of sc as propagation.TraceContext writes it (version 00, the
+// sampled and random flags), formatted directly: it runs for every claim, and the propagator's carrier
+// map and context cost several allocations.
 func traceParentOf(sc trace.SpanContext) string {
 	if !sc.IsValid() {
 		return ""
 	}
-	carrier := propagation.MapCarrier{}
-	traceContext.Inject(trace.ContextWithSpanContext(context.Background(), sc), carrier)
-	return carrier["traceparent"]
+	tid, sid := sc.TraceID(), sc.SpanID()
+	var b [55]byte
+	copy(b[:3], "00-")
+	hex.Encode(b[3:35], tid[:])
+	b[35] = '-'
+	hex.Encode(b[36:52], sid[:])
+	b[52] = '-'
+	flags := [1]byte{byte(sc.TraceFlags() & (trace.FlagsSampled | trace.FlagsRandom))}
+	hex.Encode(b[53:], flags[:])
+	return string(b[:])
 }

@@ -1,0 +1,31 @@
+package worker
+
+import (
+	"context"
+	"testing"
+
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// traceParentOf formats by hand what the W3C propagator writes; both must agree, sampled or not.
+func TestTraceParentOfMatchesPropagator(t *testing.T) {
+	for _, flags := range []trace.TraceFlags{0, trace.FlagsSampled, 0xff} {
+		sc := trace.NewSpanContext(trace.SpanContextConfig{
+			TraceID:    trace.TraceID{0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36},
+			SpanID:     trace.SpanID{0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7},
+			TraceFlags: flags,
+		})
+		carrier := propagation.MapCarrier{}
+		propagation.TraceContext{}.Inject(trace.ContextWithSpanContext(context.Background(), sc), carrier)
+		if got, want := traceParentOf(sc), carrier["traceparent"]; got != want || want == "" {
+			t.Errorf("flags %02x: traceParentOf = %q, propagator wrote %q", byte(flags), got, want)
+		}
+		if back := spanContextOf(traceParentOf(sc), ""); back.TraceID() != sc.TraceID() || back.SpanID() != sc.SpanID() || back.IsSampled() != sc.IsSampled() {
+			t.Errorf("flags %02x: %q does not parse back to the span context", byte(flags), traceParentOf(sc))
+		}
+	}
+	if got := traceParentOf(trace.SpanContext{}); got != "" {
+		t.Errorf("invalid span context: %q, want empty", got)
+	}
+}
