@@ -169,9 +169,10 @@ func (c *cli) bar(total int, desc string) *progressbar.ProgressBar {
 	if !c.tty || c.json || total < 2 {
 		return nil
 	}
+	// Drawn at once: the first step (a seed batch, a slow merge) can take seconds.
 	return progressbar.NewOptions(total, progressbar.OptionSetWriter(c.stderr), progressbar.OptionSetDescription(desc),
 		progressbar.OptionShowCount(), progressbar.OptionSetPredictTime(true), progressbar.OptionClearOnFinish(),
-		progressbar.OptionThrottle(100*time.Millisecond))
+		progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionSetRenderBlankState(true))
 }
 
 // runMerges merges each pair in its own transaction, directly against the database, recording the
