@@ -6,6 +6,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 cd "$root"
 export PUBQ_RUN_DIR="$root/.run/demo"
+infra/stack.sh down >/dev/null 2>&1 || true # a stack left by an interrupted or kept demo: stop, never orphan it
 rm -rf "$PUBQ_RUN_DIR"
 mkdir -p "$PUBQ_RUN_DIR"
 pids=()
