@@ -63,3 +63,21 @@ stack-down:
 
 clean:
 	rm -rf $(BIN) .run
+
+# --- edtech: the platform's jobs (pkg/edtech, docs/edtech.md) ---
+EDTECH_BENCH_STUDENTS ?= 200000
+.PHONY: bench-edtech bench-edtech-run
+
+## bench-edtech: naive vs batched scan at 200k students (pkg/edtech bench-200k), then the nightly
+## fan-out (students.scan -> 64 scan_range -> account.merge) with one and two workers, and the merge
+## job's merges/s, on a seeded database of EDTECH_BENCH_STUDENTS (default 200000; more knobs:
+## EDTECH_BENCH_* in pkg/edtech/jobs/bench_test.go), with the machine's load before and after.
+bench-edtech:
+	@echo "load before: $$(uptime)"
+	infra/with-stack.sh $(MAKE) --no-print-directory bench-edtech-run
+	@echo "load after: $$(uptime)"
+
+# bench-edtech-run: both benchmarks on the stack bench-edtech started.
+bench-edtech-run:
+	$(MAKE) -C pkg/edtech bench-200k
+	EDTECH_BENCH_STUDENTS=$(EDTECH_BENCH_STUDENTS) $(GO) test -run '^$$' -bench BenchmarkNightlyFanout -benchtime 1x -timeout 120m -v ./pkg/edtech/jobs/

@@ -73,6 +73,12 @@ type bundle struct {
 // with pubq's and the edtech schema. Start workers with run.
 func setup(t testing.TB, queues string, hcfg jobs.Config) *bundle {
 	t.Helper()
+	return setupOn(t, queues, testenv.Postgres(t), hcfg)
+}
+
+// setupOn is setup on the database at dbURL.
+func setupOn(t testing.TB, queues, dbURL string, hcfg jobs.Config) *bundle {
+	t.Helper()
 	testenv.Emulator(t)
 	ctx := context.Background()
 	b := &bundle{project: testenv.ProjectID(t)}
@@ -87,7 +93,7 @@ func setup(t testing.TB, queues string, hcfg jobs.Config) *bundle {
 	if _, err := admin.Bootstrap(ctx, b.client, b.project, b.cfg); err != nil {
 		t.Fatal(err)
 	}
-	b.dbURL = testenv.Postgres(t)
+	b.dbURL = dbURL
 	if b.st, err = store.Open(ctx, store.Config{URL: b.dbURL}); err != nil {
 		t.Fatal(err)
 	}
