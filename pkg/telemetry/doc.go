@@ -23,6 +23,10 @@
 // grpc or http/protobuf; default otlp when an OTLP endpoint is set, gcp on Cloud Run/Functions/App
 // Engine, else off). OTEL_EXPORTER_OTLP_ENDPOINT must be a URL: http://127.0.0.1:4317 for plaintext
 // gRPC, not a bare host:port (the exporters would silently fall back to localhost:4317 with TLS).
+// Whatever the sampler, the Pub/Sub client's per-message bookkeeping spans (subscriber concurrency
+// control, subscribe scheduler, publisher flow control, publisher batching) are not recorded; the spans
+// a job's trace runs through (create, subscribe, process) and the ack/modack spans are. The batch span
+// processor holds DefaultBSPMaxQueueSize spans unless OTEL_BSP_MAX_QUEUE_SIZE is set.
 //
 // # Metrics
 //
