@@ -24,8 +24,10 @@ const (
 	AttrTraceState  = "tracestate"
 	// AttrPrevTraceParent is set by pubq on a retry: the failed attempt's span, which the next attempt links to.
 	AttrPrevTraceParent = "pubq_prev_traceparent"
-	// AttrPubSubTraceParent is where the Pub/Sub client libraries' own tracing writes the W3C context.
+	// AttrPubSubTraceParent is where the Pub/Sub client libraries' own tracing writes the W3C context
+	// (and AttrPubSubTraceState its tracestate, when there is one).
 	AttrPubSubTraceParent = "googclient_traceparent"
+	AttrPubSubTraceState  = "googclient_tracestate"
 
 	// Attributes added when pubq dead-letters a message.
 	AttrDeadReason   = "pubq_dead_reason"   // one of the Reason* values

@@ -286,7 +286,7 @@ func (w *Worker) finishFailure(ctx context.Context, rq *runQueue, m *delivery, j
 func (w *Worker) retryMessage(topic string, m *delivery, j *job.Job, attempt int, prev string) store.OutboxMessage {
 	attrs := make(map[string]string, len(m.Attributes)+2)
 	for k, v := range m.Attributes {
-		if k == job.AttrPubSubTraceParent || k == job.AttrTraceParent || k == job.AttrTraceState {
+		if k == job.AttrPubSubTraceParent || k == job.AttrPubSubTraceState || k == job.AttrTraceParent || k == job.AttrTraceState {
 			continue // the relay's publish writes the new attempt's trace context
 		}
 		attrs[k] = v
@@ -340,11 +340,19 @@ func (w *Worker) deadLetterRaw(ctx context.Context, rq *runQueue, m *delivery, j
 
 // startSpan starts the handler's span as a child of the Pub/Sub client's process span, or — for a message
 // published with a plain W3C traceparent and no client tracing — as a child of that context, linked to
-// the process span. A retry's span links to the failed attempt's span.
+// the process span. When the receiving client does not trace (no process span) but the publisher's did,
+// the span continues the publisher's googclient_traceparent itself. A retry's span links to the failed
+// attempt's span.
 func (w *Worker) startSpan(ctx, mctx context.Context, m *delivery, j *job.Job) (context.Context, trace.Span) {
 	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer)}
 	process := trace.SpanContextFromContext(mctx)
-	if _, viaClient := m.Attributes[job.AttrPubSubTraceParent]; !viaClient {
+	if gtp, viaClient := m.Attributes[job.AttrPubSubTraceParent]; viaClient {
+		if !process.IsValid() {
+			if sc := spanContextOf(gtp, m.Attributes[job.AttrPubSubTraceState]); sc.IsValid() {
+				ctx = trace.ContextWithRemoteSpanContext(ctx, sc)
+			}
+		}
+	} else {
 		if tp, ok := m.Attributes[job.AttrTraceParent]; ok {
 			if sc := spanContextOf(tp, m.Attributes[job.AttrTraceState]); sc.IsValid() {
 				ctx = trace.ContextWithRemoteSpanContext(ctx, sc)
