@@ -82,8 +82,11 @@ type env struct {
 	addr     string
 	noJitter bool
 	migrate  bool
-	prune    time.Duration
-	rescue   time.Duration // how long after its lease expired a job with no live worker is rescued
+	// recvTracing keeps the Pub/Sub client's own tracing on the receive side (PUBQ_PUBSUB_RECEIVE_TRACING,
+	// default true): subscribe, process, ack and modack spans per message.
+	recvTracing bool
+	prune       time.Duration
+	rescue      time.Duration // how long after its lease expired a job with no live worker is rescued
 }
 
 func readEnv() (*env, error) {
@@ -144,6 +147,13 @@ func readEnv() (*env, error) {
 	}
 	e.noJitter = os.Getenv("PUBQ_NO_JITTER") == "true"
 	e.migrate = os.Getenv("PUBQ_MIGRATE") == "true"
+	switch v := os.Getenv("PUBQ_PUBSUB_RECEIVE_TRACING"); v {
+	case "", "true":
+		e.recvTracing = true
+	case "false":
+	default:
+		return nil, usageError{fmt.Errorf("PUBQ_PUBSUB_RECEIVE_TRACING: %q is not true or false", v)}
+	}
 	return e, nil
 }
 
@@ -240,6 +250,16 @@ func run(ctx context.Context, log *slog.Logger) error {
 		return err
 	}
 	defer client.Close()
+	// Without the client's receive-side tracing, a separate untraced client receives; the handler span
+	// then continues the publisher's create span (googclient_traceparent) itself. The relay keeps the
+	// traced client, so retries and dead letters still publish with their create spans.
+	recv := client
+	if !e.recvTracing {
+		if recv, err = pubsub.NewClient(ctx, e.project); err != nil {
+			return err
+		}
+		defer recv.Close()
+	}
 
 	mux := worker.NewMux()
 	demo.Register(mux)
@@ -248,7 +268,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 		return err
 	}
 
-	w, err := worker.New(client, st, mux, &worker.Config{Queues: e.queues, Only: e.only, Lease: e.lease,
+	w, err := worker.New(recv, st, mux, &worker.Config{Queues: e.queues, Only: e.only, Lease: e.lease,
 		ShutdownTimeout: e.shutdown, MaxExtension: e.maxExt, Logger: log, Metrics: metrics,
 		TracerProvider: prov.TracerProvider(), NoJitter: e.noJitter})
 	if err != nil {
