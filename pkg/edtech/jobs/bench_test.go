@@ -113,6 +113,21 @@ func (t *template) clone(tb testing.TB, suffix string) string {
 	return u.String()
 }
 
+// verifyConfig is the handlers' configuration for a verification mode: pair (merge.Verify), full
+// (merge.VerifyDatabase) or off.
+func verifyConfig(b *testing.B, mode string) jobs.Config {
+	switch mode {
+	case "pair":
+		return jobs.Config{}
+	case "full":
+		return jobs.Config{VerifyDatabase: true}
+	case "off":
+		return jobs.Config{SkipVerify: true}
+	}
+	b.Fatalf("verification mode %q: want pair, full or off", mode)
+	return jobs.Config{}
+}
+
 // benchRow is one line of the benchmark's table.
 type benchRow struct {
 	what, mode, verify       string
@@ -186,8 +201,9 @@ func dbNow(b *testing.B, bd *bundle) time.Time {
 // queues.yaml); then the merge job alone, merges/s with and without verification. Every run
 // starts from a clone of one seeded template. Sizes: EDTECH_BENCH_STUDENTS (default 20,000),
 // EDTECH_BENCH_RANGES (64), EDTECH_BENCH_DUPLICATE_RATE (0.02), EDTECH_BENCH_MODES (dry_run,auto),
-// EDTECH_BENCH_WORKERS (1,2), EDTECH_BENCH_FANOUT_VERIFY (off: full costs ~0.7 s per merge at
-// 200k), EDTECH_BENCH_MERGE_JOBS (200). make bench-edtech runs it at 200k.
+// EDTECH_BENCH_WORKERS (1,2), EDTECH_BENCH_FANOUT_VERIFY (pair; full costs ~0.7 s per merge at
+// 200k; off), EDTECH_BENCH_MERGE_VERIFY (pair,full,off), EDTECH_BENCH_MERGE_JOBS (200).
+// make bench-edtech runs it at 200k.
 func BenchmarkNightlyFanout(b *testing.B) {
 	students := benchInt(b, "EDTECH_BENCH_STUDENTS", 20_000)
 	ranges := benchInt(b, "EDTECH_BENCH_RANGES", 64)
@@ -195,7 +211,7 @@ func BenchmarkNightlyFanout(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	fanoutVerify := benchEnv(b, "EDTECH_BENCH_FANOUT_VERIFY", "off")
+	fanoutVerify := benchEnv(b, "EDTECH_BENCH_FANOUT_VERIFY", "pair")
 	mergeJobs := benchInt(b, "EDTECH_BENCH_MERGE_JOBS", 200)
 	queues, err := os.ReadFile(filepath.Join(testenv.RepoRoot(b), "queues.yaml"))
 	if err != nil {
@@ -215,7 +231,7 @@ func BenchmarkNightlyFanout(b *testing.B) {
 				var r benchRow
 				for range b.N {
 					run++
-					bd := setupOn(b, string(queues), tmpl.clone(b, fmt.Sprint(run)), jobs.Config{SkipVerify: fanoutVerify == "off"})
+					bd := setupOn(b, string(queues), tmpl.clone(b, fmt.Sprint(run)), verifyConfig(b, fanoutVerify))
 					for range workers {
 						bd.run(b)
 					}
@@ -240,12 +256,12 @@ func BenchmarkNightlyFanout(b *testing.B) {
 		}
 	}
 
-	for _, verify := range []string{"full", "off"} {
+	for _, verify := range strings.Split(benchEnv(b, "EDTECH_BENCH_MERGE_VERIFY", "pair,full,off"), ",") {
 		b.Run("merge_job/verify="+verify, func(b *testing.B) {
 			var r benchRow
 			for range b.N {
 				run++
-				bd := setupOn(b, string(queues), tmpl.clone(b, fmt.Sprint(run)), jobs.Config{SkipVerify: verify == "off"})
+				bd := setupOn(b, string(queues), tmpl.clone(b, fmt.Sprint(run)), verifyConfig(b, verify))
 				n := min(mergeJobs, len(tmpl.pairs))
 				reqs := make([]publish.Request, n)
 				for i, p := range tmpl.pairs[:n] {

@@ -37,9 +37,11 @@ type Enqueuer interface {
 type Config struct {
 	// Publisher enqueues the fan-out (range jobs, merge jobs) in the job's transaction. Required.
 	Publisher Enqueuer
-	// SkipVerify turns off merge.Verify after each real merge. Verify costs about 70 merges' worth
-	// of database time at 200k students (it reads every FK in full); see MergeOptions.Verify.
+	// SkipVerify turns off merge.Verify after each real merge (it reads only the pair's rows).
 	SkipVerify bool
+	// VerifyDatabase verifies each real merge with merge.VerifyDatabase, which sweeps every row
+	// below students for orphans: about 70 merges' worth of database time at 200k students.
+	VerifyDatabase bool
 	// Logger receives one line per merge and per fan-out. Default: slog.Default().
 	Logger *slog.Logger
 }
@@ -77,7 +79,7 @@ func (h *Handlers) Merge(ctx context.Context, tx pgx.Tx, j *job.Job) error {
 	if err := j.Unmarshal(&req); err != nil {
 		return err
 	}
-	res, err := MergePair(ctx, tx, req, MergeOptions{Verify: !h.cfg.SkipVerify, FollowSurvivor: true})
+	res, err := MergePair(ctx, tx, req, MergeOptions{Verify: !h.cfg.SkipVerify, VerifyDatabase: h.cfg.VerifyDatabase, FollowSurvivor: true})
 	if err != nil {
 		if merge.IsPermanent(err) {
 			return job.Permanent(err)

@@ -72,16 +72,18 @@ func TestFailedMergeLeavesTheDatabaseUnchangedAndRetries(t *testing.T) {
 	}
 }
 
-// A merge that verification rejects (here: an orphan row somewhere below students, which only a load
-// with triggers off can leave) fails its attempt and is rolled back; once the data is repaired the
-// retry merges.
+// A merge that verification rejects (here: the duplicate's enrollment in a course that does not
+// exist, which only a load with triggers off can leave, and which the merge moves to the survivor)
+// fails its attempt and is rolled back; once the data is repaired the retry merges. An orphan the
+// merge does not touch is not its doing and does not hold it up: only merge.VerifyDatabase sees it.
 func TestFailedVerificationFailsTheMerge(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	b := setup(t, testQueues, jobs.Config{})
 	res := b.seed(t, 300, 0.2)
 	p := res.Duplicates[0]
-	insertOrphan(t, b)
+	insertOrphan(t, b, `INSERT INTO enrollments (student_id, course_id) VALUES ($1, 987654)`, p.DuplicateID)
+	insertOrphan(t, b, `INSERT INTO library_loans (student_id, title) VALUES (999999999, 'orphan')`)
 	before := b.fingerprint(t)
 	b.run(t)
 
@@ -89,7 +91,7 @@ func TestFailedVerificationFailsTheMerge(t *testing.T) {
 	b.enqueue(t, jobs.KindMerge, key, merge.MergeRequest{SurvivorID: p.SurvivorID, DuplicateID: p.DuplicateID})
 	waitFor(t, settle, "two failed verifications", func() bool {
 		b.mustNotFinish(t, key)
-		return b.failedAttempts(t, key, "verification failed") >= 2
+		return b.failedAttempts(t, key, "enrollments: 1 orphan rows") >= 2
 	})
 	if d := diffFingerprints(before, b.fingerprint(t)); d != "" {
 		t.Fatalf("attempts that failed verification changed %s", d)
@@ -98,23 +100,32 @@ func TestFailedVerificationFailsTheMerge(t *testing.T) {
 		t.Fatalf("%d audit rows after failed verifications", n)
 	}
 
-	b.exec(t, `DELETE FROM library_loans WHERE title = 'orphan'`)
+	b.exec(t, `DELETE FROM enrollments WHERE course_id = 987654`)
 	waitFor(t, settle, "the merge to succeed", func() bool { s, _, _ := b.state(t, key); return s == "succeeded" })
 	if err := merge.Verify(ctx, b.pool, p.SurvivorID, p.DuplicateID, nil); err != nil {
 		t.Fatal(err)
 	}
+	err := merge.VerifyDatabase(ctx, b.pool, p.SurvivorID, p.DuplicateID, nil)
+	if !errors.Is(err, merge.ErrVerify) || !strings.Contains(err.Error(), "library_loans: 1 orphan rows") {
+		t.Fatalf("VerifyDatabase = %v, want the library loan orphan", err)
+	}
+	// MergePair with VerifyDatabase refuses the next merge because of it.
+	q := res.Duplicates[1]
+	_, err = mergePair(t, b, q.SurvivorID, q.DuplicateID, jobs.MergeOptions{Verify: true, VerifyDatabase: true})
+	if !errors.Is(err, merge.ErrVerify) || !strings.Contains(err.Error(), "library_loans: 1 orphan rows") {
+		t.Fatalf("MergePair with VerifyDatabase = %v, want the library loan orphan", err)
+	}
 }
 
-// insertOrphan loads a library loan of a student that does not exist, bypassing the FK as a bulk
-// load with triggers disabled would.
-func insertOrphan(t *testing.T, b *bundle) {
+// insertOrphan runs sql bypassing the FKs, as a bulk load with triggers disabled would.
+func insertOrphan(t *testing.T, b *bundle, sql string, args ...any) {
 	t.Helper()
 	ctx := context.Background()
 	err := pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SET LOCAL session_replication_role = replica`); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, `INSERT INTO library_loans (student_id, title) VALUES (999999999, 'orphan')`)
+		_, err := tx.Exec(ctx, sql, args...)
 		return err
 	})
 	if err != nil {
@@ -265,18 +276,18 @@ func TestMergePairVerifyAndFailures(t *testing.T) {
 	ctx := context.Background()
 	b := setup(t, testQueues, jobs.Config{})
 	s, d := student(t, b, "s"), student(t, b, "d")
-	insertOrphan(t, b)
+	insertOrphan(t, b, `INSERT INTO library_loans (student_id, title) VALUES (999999999, 'orphan')`)
 	before := b.fingerprint(t)
-	if _, err := mergePair(t, b, s, d, jobs.MergeOptions{Verify: true}); !errors.Is(err, merge.ErrVerify) || merge.IsPermanent(err) {
+	if _, err := mergePair(t, b, s, d, jobs.MergeOptions{Verify: true, VerifyDatabase: true}); !errors.Is(err, merge.ErrVerify) || merge.IsPermanent(err) {
 		t.Fatalf("with an orphan: %v, want a retryable ErrVerify", err)
 	}
 	if d := diffFingerprints(before, b.fingerprint(t)); d != "" {
 		t.Fatalf("a failed verification changed %s", d)
 	}
-	// Without verification the same merge goes through (the orphan is not this merge's doing).
-	res, err := mergePair(t, b, s, d, jobs.MergeOptions{})
-	if err != nil || res.Verified || res.Report.Totals().Moved == 0 {
-		t.Fatalf("unverified merge: %+v, %v", res, err)
+	// Verified for the pair the same merge goes through (the orphan is not this merge's doing).
+	res, err := mergePair(t, b, s, d, jobs.MergeOptions{Verify: true})
+	if err != nil || !res.Verified || res.Report.Totals().Moved == 0 {
+		t.Fatalf("pair-verified merge: %+v, %v", res, err)
 	}
 
 	// A failed attempt inside a caller's transaction leaves it usable, its earlier work kept.

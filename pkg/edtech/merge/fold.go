@@ -241,7 +241,35 @@ func (m *merger) fold(ctx context.Context, t *table, u uniqueKey, pairs []foldPa
 		return fmt.Errorf("merge: deleted %d of %d folded rows of %s", tag.RowsAffected(), len(pairs), t.label())
 	}
 	m.stat(t).Deleted += tag.RowsAffected()
+	for _, p := range pairs {
+		k, err := sh.object(p.Keeper)
+		if err != nil {
+			return fmt.Errorf("merge: recording folds of %s: %w", t.label(), err)
+		}
+		l, err := sh.object(p.Loser)
+		if err != nil {
+			return fmt.Errorf("merge: recording folds of %s: %w", t.label(), err)
+		}
+		m.folds = append(m.folds, Fold{Table: t.label(), Kept: k, Deleted: l})
+	}
 	return nil
+}
+
+// object turns a row's JSON array into a {"column": value} object, the form the report records
+// (it outlives the shape, which depends on the FKs of the day).
+func (s shape) object(row json.RawMessage) (json.RawMessage, error) {
+	var vals []json.RawMessage
+	if err := json.Unmarshal(row, &vals); err != nil {
+		return nil, err
+	}
+	if len(vals) != len(s.cols) {
+		return nil, fmt.Errorf("row %s has %d values for columns %v", row, len(vals), s.cols)
+	}
+	obj := make(map[string]json.RawMessage, len(vals))
+	for i, c := range s.cols {
+		obj[c] = vals[i]
+	}
+	return json.Marshal(obj)
 }
 
 // fill copies the loser's values into the keeper's NULL columns: for a one-row-per-student table

@@ -92,7 +92,7 @@ func Merge(ctx context.Context, tx pgx.Tx, survivorID, duplicateID int64, opts O
 	if err := m.run(ctx); err != nil {
 		return nil, err
 	}
-	rep.Tables = m.tables()
+	rep.Tables, rep.Folds = m.tables(), m.folds
 
 	// The audit row is written in a savepoint too, so that a failure there also leaves tx as it
 	// was; for a dry run, after the merge's own savepoint is rolled back.
@@ -159,6 +159,7 @@ type merger struct {
 	g                   *graph
 	survivor, duplicate int64
 	stats               map[*table]*TableReport
+	folds               []Fold
 }
 
 func (m *merger) stat(t *table) *TableReport {

@@ -393,41 +393,72 @@ func TestVerifyCatchesPlantedOrphanAndStaleReference(t *testing.T) {
 	rep := mergeOK(t, w)
 	ctx := context.Background()
 
-	// An orphan: replica mode skips the FK triggers, as a careless bulk load would.
-	conn, err := w.pool.Acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
+	// replica mode skips the FK triggers, as a careless bulk load would.
+	plant := func(sql string, args ...any) {
+		t.Helper()
+		conn, err := w.pool.Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Release()
+		mustExec(t, conn, `SET session_replication_role = replica`)
+		mustExec(t, conn, sql, args...)
+		mustExec(t, conn, `RESET session_replication_role`)
 	}
-	mustExec(t, conn, `SET session_replication_role = replica`)
-	mustExec(t, conn, `INSERT INTO grade_comments (grade_id, body) VALUES (987654, 'orphan')`)
-	mustExec(t, conn, `RESET session_replication_role`)
-	conn.Release()
-	err = merge.Verify(ctx, w.pool, w.S, w.D, rep)
-	if !errors.Is(err, merge.ErrVerify) || !strings.Contains(err.Error(), "grade_comments: 1 orphan rows") {
-		t.Fatalf("Verify = %v, want the planted orphan", err)
+	wantOrphan := func(err error, what, want string) {
+		t.Helper()
+		if !errors.Is(err, merge.ErrVerify) || !strings.Contains(err.Error(), want) {
+			t.Fatalf("%s = %v, want %q", what, err, want)
+		}
 	}
+	ok := func(err error, what string) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+
+	// An orphan among the rows the merge touched: a comment on the duplicate's grade that the fold
+	// deleted. Verify finds it through the keys the report recorded, or with no report through the
+	// pair's merge_audit row.
+	if len(rep.Folds) == 0 {
+		t.Fatal("report records no folds")
+	}
+	plant(`INSERT INTO grade_comments (grade_id, body) VALUES ($1, 'orphan')`, w.ids["gD1"])
+	wantOrphan(merge.Verify(ctx, w.pool, w.S, w.D, rep), "Verify", "grade_comments: 1 orphan rows")
+	wantOrphan(merge.Verify(ctx, w.pool, w.S, w.D, nil), "Verify without a report", "grade_comments: 1 orphan rows")
+	wantOrphan(merge.VerifyDatabase(ctx, w.pool, w.S, w.D, rep), "VerifyDatabase", "grade_comments: 1 orphan rows")
+	mustExec(t, w.pool, `DELETE FROM grade_comments WHERE body = 'orphan'`)
+
+	// An orphan no merge touched is not this merge's doing: only the full sweep finds it.
+	plant(`INSERT INTO grade_comments (grade_id, body) VALUES (987654, 'orphan')`)
+	ok(merge.Verify(ctx, w.pool, w.S, w.D, rep), "Verify with an orphan outside the pair")
+	wantOrphan(merge.VerifyDatabase(ctx, w.pool, w.S, w.D, rep), "VerifyDatabase", "grade_comments: 1 orphan rows")
 	mustExec(t, w.pool, `DELETE FROM grade_comments WHERE grade_id = 987654`)
-	// An orphan on an FK leaving the student side (enrollments -> courses) counts too.
-	conn, err = w.pool.Acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustExec(t, conn, `SET session_replication_role = replica`)
-	mustExec(t, conn, `UPDATE enrollments SET course_id = 987654 WHERE id = $1`, w.ids["enrX1"])
-	mustExec(t, conn, `RESET session_replication_role`)
-	conn.Release()
-	err = merge.Verify(ctx, w.pool, w.S, w.D, rep)
-	if !errors.Is(err, merge.ErrVerify) || !strings.Contains(err.Error(), "enrollments: 1 orphan rows (enrollments_course_id_fkey references missing courses rows)") {
-		t.Fatalf("Verify = %v, want the planted course orphan", err)
-	}
+
+	// An orphan on an FK leaving the student side (enrollments -> courses): the bystander's is
+	// found by the sweep, a row moved to the survivor by both.
+	const courseOrphan = "enrollments: 1 orphan rows (enrollments_course_id_fkey references missing courses rows)"
+	plant(`UPDATE enrollments SET course_id = 987654 WHERE id = $1`, w.ids["enrX1"])
+	ok(merge.Verify(ctx, w.pool, w.S, w.D, rep), "Verify with the bystander's orphan")
+	wantOrphan(merge.VerifyDatabase(ctx, w.pool, w.S, w.D, rep), "VerifyDatabase", courseOrphan)
 	mustExec(t, w.pool, `UPDATE enrollments SET course_id = $1 WHERE id = $2`, w.ids["c1"], w.ids["enrX1"])
-	if err := merge.Verify(ctx, w.pool, w.S, w.D, rep); err != nil {
-		t.Fatalf("Verify after removing the orphan: %v", err)
-	}
+	plant(`UPDATE enrollments SET course_id = 987654 WHERE id = $1`, w.ids["enrD2"])
+	wantOrphan(merge.Verify(ctx, w.pool, w.S, w.D, rep), "Verify", courseOrphan)
+	wantOrphan(merge.VerifyDatabase(ctx, w.pool, w.S, w.D, rep), "VerifyDatabase", courseOrphan)
+	mustExec(t, w.pool, `UPDATE enrollments SET course_id = $1 WHERE id = $2`, w.ids["c2"], w.ids["enrD2"])
+
+	// A note moved to the survivor whose attendance row is gone (the multi-column FK).
+	plant(`DELETE FROM attendance WHERE student_id = $1 AND session_id = $2`, w.S, w.ids["sess2"])
+	wantOrphan(merge.Verify(ctx, w.pool, w.S, w.D, rep), "Verify", "attendance_notes: 1 orphan rows")
+	plant(`INSERT INTO attendance (student_id, session_id, status) VALUES ($1, $2, 'present')`, w.S, w.ids["sess2"])
+
+	ok(merge.Verify(ctx, w.pool, w.S, w.D, rep), "Verify after removing the orphans")
+	ok(merge.VerifyDatabase(ctx, w.pool, w.S, w.D, rep), "VerifyDatabase after removing the orphans")
 
 	// A row referencing the duplicate after the merge (an app that ignored merged_into).
 	mustExec(t, w.pool, `INSERT INTO library_loans (student_id, title) VALUES ($1, 'late')`, w.D)
-	err = merge.Verify(ctx, w.pool, w.S, w.D, rep)
+	err := merge.Verify(ctx, w.pool, w.S, w.D, rep)
 	if !errors.Is(err, merge.ErrVerify) || !strings.Contains(err.Error(), "library_loans: 1 rows still reference duplicate") {
 		t.Fatalf("Verify = %v, want the stale reference", err)
 	}

@@ -1,6 +1,7 @@
 package merge
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -18,6 +19,9 @@ type Report struct {
 	// Tables lists every table that holds a student column or was touched by a fold, students
 	// first, then by name.
 	Tables []TableReport `json:"tables"`
+	// Folds lists every row deleted by a fold, in the order deleted: Verify checks the children of
+	// exactly these keys (and of the kept rows) instead of sweeping their tables.
+	Folds []Fold `json:"folds,omitempty"`
 }
 
 // TableReport is one table's part of a merge.
@@ -39,6 +43,14 @@ type TableReport struct {
 	SurvivorRowsBefore  int64 `json:"survivor_rows_before"`
 	DuplicateRowsBefore int64 `json:"duplicate_rows_before"`
 	SurvivorRows        int64 `json:"survivor_rows"`
+}
+
+// Fold is one row a merge deleted and the row its children were re-pointed to, each as a
+// {"column": value} object of the row's key and every column an FK references.
+type Fold struct {
+	Table   string          `json:"table"`
+	Kept    json.RawMessage `json:"kept"`
+	Deleted json.RawMessage `json:"deleted"`
 }
 
 // Table returns the named table's report and whether it is present.
