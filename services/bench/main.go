@@ -12,7 +12,9 @@
 // ack), pubq-traced (pubq with the Pub/Sub client's tracing and pubq's handler spans at 100 % sampling,
 // configured as telemetry.Setup configures the binaries, into an in-process discarding exporter; otelpgx
 // is on too, but the no-op handler runs no SQL and pubq's batched claims and completions run outside any
-// job's span, so no SQL spans are recorded).
+// job's span, so no SQL spans are recorded), pubq-traced-lite (the same, but received by a client
+// without its own tracing, as the worker does with PUBQ_PUBSUB_RECEIVE_TRACING=false: the handler span
+// continues the publisher's create span; not in the default modes).
 //
 // Each throughput phase also reports the process's CPU time (user + system) per job: on a shared machine
 // jobs/s swings with the neighbours' load, while CPU per job is what tracing costs, and once the machine
@@ -161,8 +163,10 @@ func run(ctx context.Context, o options) error {
 			rep.Ratios[mode+"/raw"] = median(rep.Results, mode) / base
 		}
 	}
-	if p, t := median(rep.Results, "pubq"), median(rep.Results, "pubq-traced"); p > 0 && t > 0 {
-		rep.Ratios["pubq-traced/pubq"] = t / p
+	for _, traced := range []string{"pubq-traced", "pubq-traced-lite"} {
+		if p, t := median(rep.Results, "pubq"), median(rep.Results, traced); p > 0 && t > 0 {
+			rep.Ratios[traced+"/pubq"] = t / p
+		}
 	}
 	for _, r := range rep.Results {
 		if _, done := rep.CPUPerJobUS[r.Mode]; !done {
@@ -236,12 +240,19 @@ type consumer func(ctx context.Context, done func(sentNS int64)) error
 
 func runMode(ctx context.Context, o options, project, mode string, round int) (Result, error) {
 	id := fmt.Sprintf("bench-%s-%d", mode, round)
-	traced := mode == "pubq-traced"
+	traced := mode == "pubq-traced" || mode == "pubq-traced-lite"
 	client, err := pubsub.NewClientWithConfig(ctx, project, &pubsub.ClientConfig{EnableOpenTelemetryTracing: traced})
 	if err != nil {
 		return Result{}, err
 	}
 	defer client.Close()
+	recv := client // publishes with tracing in the traced modes; receives with it in pubq-traced only
+	if mode == "pubq-traced-lite" {
+		if recv, err = pubsub.NewClient(ctx, project); err != nil {
+			return Result{}, err
+		}
+		defer recv.Close()
+	}
 	cfgYAML := fmt.Sprintf(`version: 1
 queues:
   bench:
@@ -266,8 +277,8 @@ queues:
 	switch mode {
 	case "raw":
 		consume = rawConsumer(client, qcfg.Queues[0].Subscription, o)
-	case "pubq", "pubq-traced":
-		consume, cleanup, err = pubqConsumer(ctx, client, qcfg, traced, o)
+	case "pubq", "pubq-traced", "pubq-traced-lite":
+		consume, cleanup, err = pubqConsumer(ctx, recv, qcfg, traced, o)
 		if err != nil {
 			return Result{}, err
 		}
