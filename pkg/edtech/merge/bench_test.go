@@ -12,7 +12,8 @@ import (
 )
 
 // BenchmarkMerge merges planted duplicate pairs of a seeded database, one transaction each, and
-// reports merges/s; dry_run plans the same kind of merge and rolls it back. Size:
+// reports merges/s; dry_run plans the same kind of merge and rolls it back, merge+verify and
+// merge+verify_database verify each merge in its transaction. Size:
 // EDTECH_BENCH_MERGE_STUDENTS (default 5,000 students, 10 related rows each, 30% duplicates).
 func BenchmarkMerge(b *testing.B) {
 	ctx := context.Background()
@@ -48,6 +49,36 @@ func BenchmarkMerge(b *testing.B) {
 		}
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "merges/s")
 	})
+	// One merge and its verification in one transaction, as the account.merge job does them.
+	for _, v := range []struct {
+		name   string
+		verify func(context.Context, merge.Querier, int64, int64, *merge.Report) error
+	}{{"merge+verify", merge.Verify}, {"merge+verify_database", merge.VerifyDatabase}} {
+		b.Run(v.name, func(b *testing.B) {
+			if next+b.N > len(pairs) {
+				b.Fatalf("%d merges asked, %d planted pairs left: lower -benchtime or raise EDTECH_BENCH_MERGE_STUDENTS", b.N, len(pairs)-next)
+			}
+			for range b.N {
+				p := pairs[next]
+				next++
+				tx, err := pool.Begin(ctx)
+				if err != nil {
+					b.Fatal(err)
+				}
+				rep, err := merge.Merge(ctx, tx, p.SurvivorID, p.DuplicateID, merge.Options{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := v.verify(ctx, tx, p.SurvivorID, p.DuplicateID, rep); err != nil {
+					b.Fatal(err)
+				}
+				if err := tx.Commit(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "merges/s")
+		})
+	}
 	b.Run("merge", func(b *testing.B) {
 		if next+b.N > len(pairs) {
 			b.Fatalf("%d merges asked, %d planted pairs left: lower -benchtime or raise EDTECH_BENCH_MERGE_STUDENTS", b.N, len(pairs)-next)
