@@ -11,7 +11,7 @@
 //	pubqctl purge  <key>... | purge  --state succeeded --queue Q --until 30d | purge --all      [--dry-run]
 //	pubqctl trace <key> [--jaeger http://127.0.0.1:16686]
 //	pubqctl dashboard [--addr :8090]
-//	pubqctl merge --survivor A --duplicate B | --file PAIRS.csv   [--dry-run] [--enqueue] [--no-verify]
+//	pubqctl merge --survivor A --duplicate B | --file PAIRS.csv   [--dry-run] [--enqueue] [--verify pair|full|off]
 //	pubqctl seed --students N [--duplicate-rate 0.02] [--pairs FILE]
 //	pubqctl migrate
 //

@@ -125,7 +125,7 @@ func TestMergeOnePairFromTheCommandLine(t *testing.T) {
 		t.Fatalf("a dry run merged %d students", n)
 	}
 
-	code, stdout, stderr = e.run(t, "merge", "--survivor", ss, "--duplicate", ds)
+	code, stdout, stderr = e.run(t, "merge", "--survivor", ss, "--duplicate", ds, "--verify=full")
 	if code != 0 || !strings.Contains(stdout, fmt.Sprintf("merge: duplicate %d into survivor %d", d, s)) || !strings.Contains(stdout, "verified") {
 		t.Fatalf("merge: %d %q %q", code, stdout, stderr)
 	}
@@ -220,6 +220,7 @@ func TestMergeUsageErrors(t *testing.T) {
 		{[]string{"merge", "--survivor", "-1", "--duplicate", "2"}, "must be positive"},
 		{[]string{"merge", "--survivor", "1", "--duplicate", "2", "--file", "x.csv"}, "not both"},
 		{[]string{"merge", "7"}, "takes no arguments"},
+		{[]string{"merge", "--survivor", "1", "--duplicate", "2", "--verify", "sometimes"}, "want pair, full or off"},
 		{[]string{"merge", "--file", "/nonexistent/pairs.csv"}, "no such file"},
 		{[]string{"merge", "--file", writeFile(t, "1,2\n3,x\n")}, ":2: \"3,x\" is not two student ids"},
 		{[]string{"merge", "--file", writeFile(t, "1,2\n3,4,5\n")}, "wrong number of fields"},

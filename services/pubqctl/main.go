@@ -95,7 +95,7 @@ func init() {
 		{"purge", "(<key>... | [--state S] --queue Q [--kind K] [--since T] [--until T] | --all) [--dry-run]", "delete finished jobs (succeeded, dead, cancelled) and their attempts", (*cli).cmdPurge},
 		{"trace", "<key> [--jaeger URL]", "print the job's traces as waterfalls, fetched from Jaeger", (*cli).cmdTrace},
 		{"dashboard", "[--addr :8090]", "serve the web dashboard", (*cli).cmdDashboard},
-		{"merge", "(--survivor ID --duplicate ID | --file PAIRS.csv) [--dry-run] [--enqueue] [--no-verify]", "merge duplicate student accounts, each pair in its own transaction (or enqueue account.merge jobs)", (*cli).cmdMerge},
+		{"merge", "(--survivor ID --duplicate ID | --file PAIRS.csv) [--dry-run] [--enqueue] [--verify pair|full|off]", "merge duplicate student accounts, each pair in its own transaction (or enqueue account.merge jobs)", (*cli).cmdMerge},
 		{"seed", "--students N [--duplicate-rate 0.02] [--related 10] [--seed 1] [--pairs FILE] [--append]", "generate synthetic students with planted duplicates (benchmark data)", (*cli).cmdSeed},
 		{"migrate", "", "apply pubq's database migrations", (*cli).cmdMigrate},
 	}

@@ -29,22 +29,26 @@ type platform struct {
 // duplicate scan students.scan with its students.scan_range fan-out. Their follow-up jobs are
 // enqueued in the running job's transaction through a publish client of this worker's store.
 //
-// PUBQ_EDTECH_VERIFY=off skips merge.Verify after each real merge (default full: it reads every
-// FK below students in full, about 70 merges' worth of database time each at 200k students).
+// PUBQ_EDTECH_VERIFY picks the verification after each real merge: pair (the default,
+// merge.Verify: the pair's rows through indexes, milliseconds), full (merge.VerifyDatabase: also
+// sweeps every row below students for orphans, about 70 merges' worth of database time at 200k
+// students) or off.
 func registerPlatformJobs(mux *worker.Mux, st *store.Store, p platform) error {
-	skip := false
+	var cfg jobs.Config
 	switch v := p.getenv("PUBQ_EDTECH_VERIFY"); v {
-	case "", "full":
+	case "", "pair":
+	case "full":
+		cfg.VerifyDatabase = true
 	case "off":
-		skip = true
+		cfg.SkipVerify = true
 	default:
-		return usageError{fmt.Errorf("PUBQ_EDTECH_VERIFY: %q (want full or off)", v)}
+		return usageError{fmt.Errorf("PUBQ_EDTECH_VERIFY: %q (want pair, full or off)", v)}
 	}
 	pub, err := publish.New(st, &publish.Config{Queues: p.queues, Metrics: p.metrics, TracerProvider: p.tracer})
 	if err != nil {
 		return err
 	}
-	h, err := jobs.New(jobs.Config{Publisher: pub, SkipVerify: skip, Logger: p.log})
+	h, err := jobs.New(jobs.Config{Publisher: pub, SkipVerify: cfg.SkipVerify, VerifyDatabase: cfg.VerifyDatabase, Logger: p.log})
 	if err != nil {
 		return err
 	}

@@ -89,7 +89,7 @@ func TestRegisterPlatformJobs(t *testing.T) {
 			return ""
 		}
 	}
-	for _, v := range []string{"", "full", "off"} {
+	for _, v := range []string{"", "pair", "full", "off"} {
 		mux := worker.NewMux()
 		if err := registerPlatformJobs(mux, st, platform{queues: cfg, getenv: env(v)}); err != nil {
 			t.Fatalf("PUBQ_EDTECH_VERIFY=%q: %v", v, err)
