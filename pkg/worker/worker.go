@@ -13,10 +13,10 @@ import (
 
 	"cloud.google.com/go/pubsub/v2"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"golang.org/x/time/rate"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/time/rate"
 
 	"github.com/pubq/pubq/pkg/job"
 	"github.com/pubq/pubq/pkg/queue"
@@ -102,14 +102,14 @@ func (c *Config) withDefaults() (*Config, error) {
 
 // Worker receives queues and runs their jobs.
 type Worker struct {
-	client  *pubsub.Client
-	store   *store.Store
-	mux     *Mux
-	cfg     *Config
-	log     *slog.Logger
-	tracer  trace.Tracer
-	leases  *leaseKeeper
-	queues  []*runQueue
+	client *pubsub.Client
+	store  *store.Store
+	mux    *Mux
+	cfg    *Config
+	log    *slog.Logger
+	tracer trace.Tracer
+	leases *leaseKeeper
+	queues []*runQueue
 
 	stopping    chan struct{}   // closed when shutdown begins: no new job starts
 	hardStopCtx context.Context // done when ShutdownTimeout is over: running jobs are cancelled
@@ -255,9 +255,13 @@ func (w *Worker) run(ctx context.Context) error {
 		if w.cfg.MaxExtension != 0 {
 			sub.ReceiveSettings.MaxExtension = w.cfg.MaxExtension
 		}
-		// Wait for running callbacks; they themselves honour ShutdownTimeout through hardStop.
+		// Wait for running callbacks (they honour ShutdownTimeout through hardStop) with no timeout of the
+		// client's own: a timed client shutdown cancels the pull streams first, which stops the client's
+		// sender, so every ack and nack made after shutdown began was dropped (jobs finished during a
+		// drain came back as duplicates; released ones waited out their ack deadline). Untimed, the
+		// client sends them before Receive returns. run bounds the wait itself.
 		sub.ReceiveSettings.ShutdownOptions = &pubsub.ShutdownOptions{
-			Timeout: w.cfg.ShutdownTimeout + 5*time.Second, Behavior: pubsub.ShutdownBehaviorWaitForProcessing,
+			Timeout: -1, Behavior: pubsub.ShutdownBehaviorWaitForProcessing,
 		}
 		g.Go(func() error {
 			err := sub.Receive(gctx, func(mctx context.Context, m *pubsub.Message) { w.process(mctx, rq, m) })
@@ -283,9 +287,18 @@ func (w *Worker) run(ctx context.Context) error {
 	w.log.Info("worker shutting down", "timeout", w.cfg.ShutdownTimeout)
 	timer := time.AfterFunc(w.cfg.ShutdownTimeout, w.hardStop)
 	if recvDone != nil {
-		if err := <-recvDone; err != nil && runErr == nil {
-			runErr = err
+		// A handler that ignores its cancelled context would hold Receive forever: past the grace,
+		// stop waiting (its message is never acked).
+		grace := time.NewTimer(w.cfg.ShutdownTimeout + 5*time.Second)
+		select {
+		case err := <-recvDone:
+			if err != nil && runErr == nil {
+				runErr = err
+			}
+		case <-grace.C:
+			w.log.Warn("worker: receiving did not stop within the shutdown timeout and grace; abandoning handlers that ignore cancellation")
 		}
+		grace.Stop()
 	}
 	timer.Stop()
 	w.hardStop()
