@@ -797,3 +797,49 @@ func mergeEnv(envs ...map[string]string) map[string]string {
 	}
 	return out
 }
+
+// Jobs that finish during a graceful shutdown are acked for real, not only in the worker's books. With
+// fewer jobs than the concurrency, the client's receive sits in the stream when SIGTERM comes; a timed
+// client shutdown then cancels the stream first, which stops the client's sender, and every ack
+// after that was silently dropped: the jobs came back as duplicates after their ack deadline. A
+// subscriber on the worker's subscription after it exited must get nothing. It fails if any of the
+// jobs' messages is redelivered within 30 s (a lost ack comes back about 10 s after the last
+// extension), or if the jobs did not finish.
+func TestSIGTERMAcksJobsFinishedDuringShutdown(t *testing.T) {
+	t.Parallel()
+	const n = 3
+	s := newStack(t, 8, 1)
+	s.enqueue(t, "drain", n, demo.Payload{SleepMS: 1500})
+	w1 := s.runWorker(t, "worker-1", map[string]string{"PUBQ_SHUTDOWN_TIMEOUT": "60s"})
+	s.waitFor(t, time.Minute, "all jobs running", func() bool {
+		return s.count(t, `SELECT count(*) FROM pubq.jobs WHERE state = 'running'`) == n
+	})
+	w1.signal(t, syscall.SIGTERM)
+	if code := w1.wait(t, 90*time.Second); code != 0 {
+		t.Fatalf("worker 1 exited %d on SIGTERM, want 0", code)
+	}
+	if got := s.count(t, `SELECT count(*) FROM pubq.jobs WHERE state = 'succeeded'`); got != n {
+		t.Fatalf("%d of %d jobs in flight at SIGTERM succeeded", got, n)
+	}
+	ctx := context.Background()
+	client, err := pubsub.NewClient(ctx, s.project)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var mu sync.Mutex
+	var back []string
+	if err := client.Subscriber("pubq-default-worker").Receive(rctx, func(_ context.Context, m *pubsub.Message) {
+		m.Ack()
+		mu.Lock()
+		back = append(back, m.Attributes[job.AttrKey])
+		mu.Unlock()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(back) != 0 {
+		t.Fatalf("jobs finished and acked during the shutdown came back: %v (their acks never reached Pub/Sub)", back)
+	}
+}
