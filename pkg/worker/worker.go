@@ -255,6 +255,9 @@ func (w *Worker) run(ctx context.Context) error {
 		if w.cfg.MaxExtension != 0 {
 			sub.ReceiveSettings.MaxExtension = w.cfg.MaxExtension
 		}
+		// Extend held messages by the queue's own ack deadline at a time (the client's default stream
+		// deadline is 60s): if this process dies, its messages come back after ack_deadline, not a minute.
+		sub.ReceiveSettings.MaxDurationPerAckExtension = rq.q.AckDeadline
 		// Wait for running callbacks (they honour ShutdownTimeout through hardStop) with no timeout of the
 		// client's own: a timed client shutdown cancels the pull streams first, which stops the client's
 		// sender, so every ack and nack made after shutdown began was dropped (jobs finished during a
