@@ -22,7 +22,8 @@ type BatcherConfig struct {
 	// MaxBatch caps the requests in one round trip. Default 1000.
 	MaxBatch int
 	// MaxDelay is the longest a request waits for companions when some in-flight messages are not yet
-	// waiting in the batcher. Default 2ms.
+	// waiting in the batcher. Default 1ms (measured best on the emulator benchmark; 200µs makes more,
+	// smaller round trips, 2ms holds claims back).
 	MaxDelay time.Duration
 	// MaxFlushes is how many round trips may be in flight at once. Default 4.
 	MaxFlushes int
@@ -45,11 +46,14 @@ type Batcher struct {
 	closed    bool
 	wg        sync.WaitGroup
 
-	flushes, requests atomic.Int64
+	flushes, requests, flushNanos atomic.Int64
 }
 
-// Stats reports how many round trips the batcher made and how many requests they carried.
-func (b *Batcher) Stats() (flushes, requests int64) { return b.flushes.Load(), b.requests.Load() }
+// Stats reports how many round trips the batcher made, how many requests they carried, and the time
+// spent in them (summed over concurrent flushes).
+func (b *Batcher) Stats() (flushes, requests int64, busy time.Duration) {
+	return b.flushes.Load(), b.requests.Load(), time.Duration(b.flushNanos.Load())
+}
 
 type claimWait struct {
 	req ClaimRequest
@@ -82,7 +86,7 @@ func NewBatcher(s *Store, cfg BatcherConfig) (*Batcher, error) {
 		cfg.MaxBatch = 1000
 	}
 	if cfg.MaxDelay <= 0 {
-		cfg.MaxDelay = 2 * time.Millisecond
+		cfg.MaxDelay = time.Millisecond
 	}
 	if cfg.MaxFlushes <= 0 {
 		cfg.MaxFlushes = 4
@@ -203,7 +207,9 @@ func (b *Batcher) startFlushLocked() {
 	b.wg.Add(1)
 	go func() {
 		defer b.wg.Done()
+		start := time.Now()
 		b.flush(claims, completes)
+		b.flushNanos.Add(int64(time.Since(start)))
 		b.mu.Lock()
 		b.flushing--
 		// Requests that arrived meanwhile have waited a whole round trip: send them now.

@@ -59,6 +59,15 @@ func (k *leaseKeeper) remove(l store.Lease) {
 	}
 }
 
+// cancelAll cancels every running handler with cause (the hard stop at the end of ShutdownTimeout).
+func (k *leaseKeeper) cancelAll(cause error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, e := range k.running {
+		e.cancel(cause)
+	}
+}
+
 // finished returns a channel closed when this process's current run of key ends, or nil (never ready)
 // when the key does not run here.
 func (k *leaseKeeper) finished(key string) <-chan struct{} {

@@ -123,10 +123,12 @@ func (w *Worker) handle(mctx context.Context, rq *runQueue, m *delivery) {
 	}
 	hctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	stopHard := context.AfterFunc(w.hardCtx(), func() { cancel(errShutdown) })
-	defer stopHard()
+	// Registered with the lease keeper, which cancels it when the lease is lost or ShutdownTimeout ends.
 	w.leases.add(lease, q.Name, cancel)
 	defer w.leases.remove(lease)
+	if w.hardCtx().Err() != nil {
+		cancel(errShutdown) // the hard stop came between the claim and the registration
+	}
 
 	var herr error
 	if chain.tx {

@@ -43,7 +43,7 @@ type Config struct {
 	// BusyPoll caps how long a duplicate delivery waits before asking again about a job another
 	// delivery holds. Default 5s.
 	BusyPoll time.Duration
-	// BatchDelay is the longest a claim or completion waits for companions. Default 2ms.
+	// BatchDelay is the longest a claim or completion waits for companions. Default 1ms.
 	BatchDelay time.Duration
 	// BatchFlushes is how many claim/completion round trips may be in flight at once. Default 4.
 	BatchFlushes int
@@ -211,12 +211,12 @@ func (w *Worker) closePools() {
 }
 
 // BatchStats reports the claim/completion batcher's round trips and the requests they carried.
-func (w *Worker) BatchStats() (flushes, requests int64) {
+func (w *Worker) BatchStats() (flushes, requests int64, busy time.Duration) {
 	for _, rq := range w.queues {
-		f, r := rq.batcher.Stats()
-		flushes, requests = flushes+f, requests+r
+		f, r, d := rq.batcher.Stats()
+		flushes, requests, busy = flushes+f, requests+r, busy+d
 	}
-	return flushes, requests
+	return flushes, requests, busy
 }
 
 // Queues returns the names of the queues this worker receives.
@@ -288,7 +288,10 @@ func (w *Worker) run(ctx context.Context) error {
 	close(w.stopping)
 	stopRecv()
 	w.log.Info("worker shutting down", "timeout", w.cfg.ShutdownTimeout)
-	timer := time.AfterFunc(w.cfg.ShutdownTimeout, w.hardStop)
+	timer := time.AfterFunc(w.cfg.ShutdownTimeout, func() {
+		w.hardStop()
+		w.leases.cancelAll(errShutdown) // running handlers see their context done
+	})
 	if recvDone != nil {
 		// A handler that ignores its cancelled context would hold Receive forever: past the grace,
 		// stop waiting (its message is never acked).
@@ -305,6 +308,7 @@ func (w *Worker) run(ctx context.Context) error {
 	}
 	timer.Stop()
 	w.hardStop()
+	w.leases.cancelAll(errShutdown)
 	for _, rq := range w.queues {
 		rq.batcher.Close()
 	}

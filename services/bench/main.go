@@ -67,6 +67,7 @@ type options struct {
 	criticalRate int
 	bulkMaxRate  float64
 	rawCritical  bool
+	warmup       int
 }
 
 // Result is one mode's measurement.
@@ -107,6 +108,7 @@ func main() {
 	flag.Float64Var(&o.bulkMaxRate, "bulk-max-rate", 0, "flood mode: bulk's max_rate in jobs/s (0: unlimited)")
 	flag.BoolVar(&o.rawCritical, "raw-critical", false, "flood mode: consume critical with a raw Pub/Sub loop (the emulator's baseline)")
 	flag.IntVar(&o.rounds, "rounds", 1, "rounds (modes interleaved per round); ratios use medians")
+	flag.IntVar(&o.warmup, "warmup", 20000, "messages of a discarded raw drain first, so the emulator's JIT is warm for every mode")
 	flag.BoolVar(&o.jsonOut, "json", false, "print JSON instead of a table")
 	flag.IntVar(&o.flushes, "batch-flushes", 0, "pubq: claim/completion round trips in flight (0: worker default)")
 	flag.DurationVar(&o.delay, "batch-delay", 0, "pubq: longest wait for batch companions (0: worker default)")
@@ -135,6 +137,14 @@ func run(ctx context.Context, o options) error {
 	}
 	project := fmt.Sprintf("bench-%d", time.Now().UnixNano()%1e9)
 	rep := Report{Streams: o.streams, Outstanding: o.outstanding, Rate: o.rate, Ratios: map[string]float64{}, CPUPerJobUS: map[string]float64{}}
+	if o.warmup > 0 {
+		fmt.Fprintf(os.Stderr, "warming up the emulator with %d messages ...\n", o.warmup)
+		w := o
+		w.messages, w.latencyFor = o.warmup, 0
+		if _, err := runMode(ctx, w, project, "raw", 0); err != nil {
+			return fmt.Errorf("warm-up: %w", err)
+		}
+	}
 	for round := 1; round <= o.rounds; round++ {
 		for _, mode := range o.modes {
 			if mode == "flood" {
@@ -463,8 +473,8 @@ func pubqConsumer(ctx context.Context, client *pubsub.Client, qcfg *queue.Config
 			return err
 		}
 		defer func() {
-			f, r := w.BatchStats()
-			fmt.Fprintf(os.Stderr, "  batcher: %d round trips, %.1f requests each\n", f, float64(r)/float64(max(f, 1)))
+			f, r, d := w.BatchStats()
+			fmt.Fprintf(os.Stderr, "  batcher: %d round trips, %.1f requests each, %.1f ms each\n", f, float64(r)/float64(max(f, 1)), d.Seconds()*1000/float64(max(f, 1)))
 		}()
 		return w.Run(ctx)
 	}, cleanup, nil
