@@ -45,7 +45,7 @@ type Config struct {
 	BusyPoll time.Duration
 	// BatchDelay is the longest a claim or completion waits for companions. Default 1ms.
 	BatchDelay time.Duration
-	// BatchFlushes is how many claim/completion round trips may be in flight at once. Default 4.
+	// BatchFlushes is how many claim/completion round trips may be in flight at once. Default 8.
 	BatchFlushes int
 	// Logger receives structured logs. Default: slog.Default().
 	Logger *slog.Logger

@@ -108,7 +108,7 @@ func main() {
 	flag.Float64Var(&o.bulkMaxRate, "bulk-max-rate", 0, "flood mode: bulk's max_rate in jobs/s (0: unlimited)")
 	flag.BoolVar(&o.rawCritical, "raw-critical", false, "flood mode: consume critical with a raw Pub/Sub loop (the emulator's baseline)")
 	flag.IntVar(&o.rounds, "rounds", 1, "rounds (modes interleaved per round); ratios use medians")
-	flag.IntVar(&o.warmup, "warmup", 20000, "messages of a discarded raw drain first, so the emulator's JIT is warm for every mode")
+	flag.IntVar(&o.warmup, "warmup", 60000, "messages of a discarded raw drain first, so the emulator's JIT is warm for every mode")
 	flag.BoolVar(&o.jsonOut, "json", false, "print JSON instead of a table")
 	flag.IntVar(&o.flushes, "batch-flushes", 0, "pubq: claim/completion round trips in flight (0: worker default)")
 	flag.DurationVar(&o.delay, "batch-delay", 0, "pubq: longest wait for batch companions (0: worker default)")
