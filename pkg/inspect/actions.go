@@ -10,7 +10,6 @@ import (
 	"unicode"
 
 	"github.com/jackc/pgx/v5"
-	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/pubq/pubq/pkg/job"
@@ -213,30 +212,12 @@ func (i *Inspector) message(ctx context.Context, r jobRow, attempt int, spanName
 	// The new delivery's trace starts at this operator action, linked to the previous attempt.
 	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindProducer),
 		trace.WithAttributes(telemetry.JobAttributes(r.queue, r.kind, r.key, r.id, 0)...), trace.WithNewRoot()}
-	if prev := spanContextOf(r.traceParent); prev.IsValid() {
+	if prev := telemetry.SpanContextFromTraceParent(r.traceParent, ""); prev.IsValid() {
 		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: prev}))
 	}
 	_, span := i.tracer.Start(ctx, spanName, opts...)
 	span.End()
-	return outboxMsg{key: r.key, topic: q.Topic, data: data, attrs: attrs, traceParent: traceParentOf(span.SpanContext())}, nil
-}
-
-var traceContext = propagation.TraceContext{}
-
-func spanContextOf(tp string) trace.SpanContext {
-	if tp == "" {
-		return trace.SpanContext{}
-	}
-	return trace.SpanContextFromContext(traceContext.Extract(context.Background(), propagation.MapCarrier{"traceparent": tp}))
-}
-
-func traceParentOf(sc trace.SpanContext) string {
-	if !sc.IsValid() {
-		return ""
-	}
-	c := propagation.MapCarrier{}
-	traceContext.Inject(trace.ContextWithSpanContext(context.Background(), sc), c)
-	return c["traceparent"]
+	return outboxMsg{key: r.key, topic: q.Topic, data: data, attrs: attrs, traceParent: telemetry.TraceParent(span.SpanContext())}, nil
 }
 
 func truncErr(s string) string { return job.Truncate(s, 1024) }

@@ -204,7 +204,7 @@ func (c *Client) enqueue(ctx context.Context, q store.Querier, rs []Request) ([]
 		span.SetAttributes(telemetry.JobAttributes("", rs[0].Kind, rs[0].Key, "", 0)...)
 	}
 	now := c.cfg.Now()
-	tp := traceParentOf(span.SpanContext())
+	tp := telemetry.TraceParent(span.SpanContext())
 	jobs := make([]store.NewJob, 0, len(rs))
 	routed := make([]*queue.Queue, len(rs))
 	index := map[string]int{} // key → position in jobs: one job per key even within a batch

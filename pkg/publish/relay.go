@@ -184,7 +184,7 @@ func (r *Relay) publish(ctx context.Context, msgs []store.OutboxMessage) []error
 	send := func(i int) {
 		m := msgs[i]
 		// The Pub/Sub client's create span becomes a child of the span that wrote the row.
-		pctx := contextWithTraceParent(ctx, m.TraceParent)
+		pctx := telemetry.ContextWithTraceParent(ctx, m.TraceParent)
 		results[i] = r.publisher(m.Topic).Publish(pctx, &pubsub.Message{Data: m.Data, Attributes: m.Attributes})
 	}
 	for i := range msgs {

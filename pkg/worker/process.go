@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -12,7 +11,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/pubq/pubq/pkg/job"
@@ -23,8 +21,6 @@ import (
 
 // errShutdown is the cause of handler contexts cancelled when ShutdownTimeout ran out.
 var errShutdown = errors.New("pubq: worker shut down before the job finished")
-
-var traceContext = propagation.TraceContext{}
 
 // process handles one delivery from start to ack or nack.
 func (w *Worker) process(mctx context.Context, rq *runQueue, pm *pubsub.Message) {
@@ -198,7 +194,7 @@ func (w *Worker) runTx(ctx context.Context, pool *pgxpool.Pool, chain Handler, j
 // claim claims the job, waiting while another delivery holds a live lease on it.
 func (w *Worker) claim(ctx context.Context, rq *runQueue, j *job.Job, p *retry.Policy, span trace.Span) (store.ClaimResult, error) {
 	req := store.ClaimRequest{Key: j.Key, ID: j.ID, Queue: j.Queue, Kind: j.Kind, MaxAttempts: p.MaxAttempts,
-		Payload: j.Payload, TraceParent: traceParentOf(span.SpanContext()), EnqueuedAt: j.EnqueuedAt}
+		Payload: j.Payload, TraceParent: telemetry.TraceParent(span.SpanContext()), EnqueuedAt: j.EnqueuedAt}
 	for {
 		res, err := rq.batcher.Claim(ctx, req)
 		if err != nil || res.Status != store.Busy {
@@ -235,7 +231,7 @@ func (w *Worker) finishFailure(ctx context.Context, rq *runQueue, m *delivery, j
 		return
 	}
 	f := store.Failure{Lease: lease, Attempt: j.Attempt, Error: job.Truncate(herr.Error(), 4096), Worker: w.cfg.Owner,
-		StartedAt: start, TraceParent: traceParentOf(span.SpanContext())}
+		StartedAt: start, TraceParent: telemetry.TraceParent(span.SpanContext())}
 	reason := ""
 	switch outcome {
 	case job.OutcomeRetry:
@@ -329,7 +325,7 @@ func (w *Worker) deadLetterRaw(ctx context.Context, rq *runQueue, m *delivery, j
 		key, kind = j.Key, j.Kind
 	}
 	msg := store.OutboxMessage{Topic: q.DeadLetterTopic, Data: m.Data, Attributes: deadAttributes(m.Attributes, q.Name, reason, cause.Error(), 0),
-		TraceParent: traceParentOf(span.SpanContext())}
+		TraceParent: telemetry.TraceParent(span.SpanContext())}
 	if err := w.store.DeadLetter(ctx, key, q.Name, kind, reason, cause.Error(), msg); err != nil {
 		w.log.ErrorContext(ctx, "dead-lettering failed; message will be redelivered", "error", err, "reason", reason)
 		m.Nack()
@@ -350,13 +346,13 @@ func (w *Worker) startSpan(ctx, mctx context.Context, m *delivery, j *job.Job) (
 	process := trace.SpanContextFromContext(mctx)
 	if gtp, viaClient := m.Attributes[job.AttrPubSubTraceParent]; viaClient {
 		if !process.IsValid() {
-			if sc := spanContextOf(gtp, m.Attributes[job.AttrPubSubTraceState]); sc.IsValid() {
+			if sc := telemetry.SpanContextFromTraceParent(gtp, m.Attributes[job.AttrPubSubTraceState]); sc.IsValid() {
 				ctx = trace.ContextWithRemoteSpanContext(ctx, sc)
 			}
 		}
 	} else {
 		if tp, ok := m.Attributes[job.AttrTraceParent]; ok {
-			if sc := spanContextOf(tp, m.Attributes[job.AttrTraceState]); sc.IsValid() {
+			if sc := telemetry.SpanContextFromTraceParent(tp, m.Attributes[job.AttrTraceState]); sc.IsValid() {
 				ctx = trace.ContextWithRemoteSpanContext(ctx, sc)
 				if process.IsValid() {
 					opts = append(opts, trace.WithLinks(trace.Link{SpanContext: process}))
@@ -364,7 +360,7 @@ func (w *Worker) startSpan(ctx, mctx context.Context, m *delivery, j *job.Job) (
 			}
 		}
 	}
-	if prev := spanContextOf(m.Attributes[job.AttrPrevTraceParent], ""); prev.IsValid() {
+	if prev := telemetry.SpanContextFromTraceParent(m.Attributes[job.AttrPrevTraceParent], ""); prev.IsValid() {
 		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: prev, Attributes: []attribute.KeyValue{attribute.String("pubq.link", "previous_attempt")}}))
 	}
 	ctx, span := w.tracer.Start(ctx, "pubq job "+j.Kind, opts...)
@@ -379,32 +375,6 @@ func (w *Worker) startSpan(ctx, mctx context.Context, m *delivery, j *job.Job) (
 	return ctx, span
 }
 
-func spanContextOf(traceparent, tracestate string) trace.SpanContext {
-	if traceparent == "" {
-		return trace.SpanContext{}
-	}
-	carrier := propagation.MapCarrier{"traceparent": traceparent}
-	if tracestate != "" {
-		carrier["tracestate"] = tracestate
-	}
-	return trace.SpanContextFromContext(traceContext.Extract(context.Background(), carrier))
-}
-
 // traceParentOf is the W3C traceparent of sc as propagation.TraceContext writes it (version 00, the
 // sampled and random flags), formatted directly: it runs for every claim, and the propagator's carrier
 // map and context cost several allocations.
-func traceParentOf(sc trace.SpanContext) string {
-	if !sc.IsValid() {
-		return ""
-	}
-	tid, sid := sc.TraceID(), sc.SpanID()
-	var b [55]byte
-	copy(b[:3], "00-")
-	hex.Encode(b[3:35], tid[:])
-	b[35] = '-'
-	hex.Encode(b[36:52], sid[:])
-	b[52] = '-'
-	flags := [1]byte{byte(sc.TraceFlags() & (trace.FlagsSampled | trace.FlagsRandom))}
-	hex.Encode(b[53:], flags[:])
-	return string(b[:])
-}

@@ -1,4 +1,4 @@
-package worker
+package telemetry_test
 
 import (
 	"context"
@@ -6,6 +6,8 @@ import (
 
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/pubq/pubq/pkg/telemetry"
 )
 
 // traceParentOf formats by hand what the W3C propagator writes; both must agree, sampled or not.
@@ -18,14 +20,14 @@ func TestTraceParentOfMatchesPropagator(t *testing.T) {
 		})
 		carrier := propagation.MapCarrier{}
 		propagation.TraceContext{}.Inject(trace.ContextWithSpanContext(context.Background(), sc), carrier)
-		if got, want := traceParentOf(sc), carrier["traceparent"]; got != want || want == "" {
+		if got, want := telemetry.TraceParent(sc), carrier["traceparent"]; got != want || want == "" {
 			t.Errorf("flags %02x: traceParentOf = %q, propagator wrote %q", byte(flags), got, want)
 		}
-		if back := spanContextOf(traceParentOf(sc), ""); back.TraceID() != sc.TraceID() || back.SpanID() != sc.SpanID() || back.IsSampled() != sc.IsSampled() {
-			t.Errorf("flags %02x: %q does not parse back to the span context", byte(flags), traceParentOf(sc))
+		if back := telemetry.SpanContextFromTraceParent(telemetry.TraceParent(sc), ""); back.TraceID() != sc.TraceID() || back.SpanID() != sc.SpanID() || back.IsSampled() != sc.IsSampled() {
+			t.Errorf("flags %02x: %q does not parse back to the span context", byte(flags), telemetry.TraceParent(sc))
 		}
 	}
-	if got := traceParentOf(trace.SpanContext{}); got != "" {
+	if got := telemetry.TraceParent(trace.SpanContext{}); got != "" {
 		t.Errorf("invalid span context: %q, want empty", got)
 	}
 }
