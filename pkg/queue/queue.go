@@ -402,10 +402,8 @@ func (q *Queue) validate() error {
 	if !queueName.MatchString(q.Name) {
 		return fail("name", "must be lower-case letters, digits, - or _, starting with a letter")
 	}
-	for field, id := range map[string]string{
-		"topic": q.Topic, "subscription": q.Subscription,
-		"dead_letter_topic": q.DeadLetterTopic, "dead_letter_subscription": q.DeadLetterSubscription,
-	} {
+	for _, r := range q.resources() { // a fixed order, so the same file always gives the same error
+		field, id := r.field, r.id
 		if id == "" {
 			return fail(field, "required")
 		}
@@ -491,14 +489,20 @@ func validateBackoff(b Backoff) error {
 	return nil
 }
 
+type resource struct{ field, id string }
+
+// resources lists q's Pub/Sub resource ids with their config field names, in file order.
+func (q *Queue) resources() []resource {
+	return []resource{{"topic", q.Topic}, {"subscription", q.Subscription},
+		{"dead_letter_topic", q.DeadLetterTopic}, {"dead_letter_subscription", q.DeadLetterSubscription}}
+}
+
 // checkResources rejects two queues sharing a Pub/Sub resource: queues are kept apart.
 func (c *Config) checkResources() error {
 	owner := map[string]string{}
 	for _, q := range c.Queues {
-		for field, id := range map[string]string{
-			"topic": q.Topic, "dead_letter_topic": q.DeadLetterTopic,
-			"subscription": q.Subscription, "dead_letter_subscription": q.DeadLetterSubscription,
-		} {
+		for _, r := range q.resources() {
+			field, id := r.field, r.id
 			kind := "topic "
 			if strings.HasSuffix(field, "subscription") {
 				kind = "subscription "
