@@ -1,9 +1,10 @@
 package main
 
 import (
-	"fmt"
 	"strings"
 	"time"
+
+	"github.com/pubq/pubq/pkg/inspect"
 )
 
 func ts(t time.Time) string {
@@ -23,27 +24,8 @@ func ago(t, now time.Time) string {
 	return "in " + human(t.Sub(now))
 }
 
-// human prints a duration the way on-call reads it: 3s, 4m10s, 2h5m, 3d4h.
-func human(d time.Duration) string {
-	switch {
-	case d <= 0:
-		return "0s"
-	case d < time.Second:
-		return d.Round(time.Millisecond).String()
-	case d < time.Minute:
-		return d.Round(time.Second).String()
-	case d < time.Hour:
-		return strings.TrimSuffix(d.Round(time.Second).String(), "0s")
-	case d < 48*time.Hour:
-		s := strings.TrimSuffix(d.Round(time.Minute).String(), "0s")
-		if strings.HasSuffix(s, "h0m") {
-			s = strings.TrimSuffix(s, "0m")
-		}
-		return s
-	}
-	days := d / (24 * time.Hour)
-	return fmt.Sprintf("%dd%dh", days, (d-days*24*time.Hour)/time.Hour)
-}
+// human is inspect.HumanDuration, shared with the other on-call face.
+var human = inspect.HumanDuration
 
 func dash(s string) string {
 	if s == "" {
