@@ -197,18 +197,24 @@ func migrate(ctx context.Context, log *slog.Logger) error {
 		return err
 	}
 	defer st.Close()
-	applied, err := st.Migrate(ctx)
+	applied, err := applyMigrations(ctx, st)
 	if err != nil {
-		return err
-	}
-	if err := demo.Migrate(ctx, st.Pool()); err != nil {
-		return err
-	}
-	if err := migratePlatform(ctx, st); err != nil {
 		return err
 	}
 	log.Info("migrations applied", "versions", applied)
 	return nil
+}
+
+// applyMigrations applies pubq's schema, the demo table and the platform jobs' schema.
+func applyMigrations(ctx context.Context, st *store.Store) ([]int, error) {
+	applied, err := st.Migrate(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := demo.Migrate(ctx, st.Pool()); err != nil {
+		return nil, err
+	}
+	return applied, migratePlatform(ctx, st)
 }
 
 func run(ctx context.Context, log *slog.Logger) error {
@@ -235,13 +241,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 	}
 	defer st.Close()
 	if e.migrate {
-		if _, err := st.Migrate(ctx); err != nil {
-			return err
-		}
-		if err := demo.Migrate(ctx, st.Pool()); err != nil {
-			return err
-		}
-		if err := migratePlatform(ctx, st); err != nil {
+		if _, err := applyMigrations(ctx, st); err != nil {
 			return err
 		}
 	}
