@@ -49,11 +49,14 @@ type Lease struct {
 	Fence int64
 }
 
+// claimSQL claims a batch. Its arrays arrive as text literals (see arrayLiteral): payloads as hex, the
+// enqueue times as microseconds since the epoch.
 const claimSQL = `
 INSERT INTO pubq.jobs AS j (key, id, queue, kind, state, attempt, max_attempts, fence, lease_owner, lease_until,
                             payload, trace_parent, enqueued_at, started_at, run_at)
-SELECT r.k, r.i, r.q, r.kd, 'running', 1, r.ma, 1, $9, now() + make_interval(secs => $10), r.p, r.tp, r.ea, now(), now()
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::bytea[], $7::text[], $8::timestamptz[])
+SELECT r.k, r.i, r.q, r.kd, 'running', 1, r.ma, 1, $9, now() + make_interval(secs => $10), decode(r.p, 'hex'), r.tp,
+       timestamptz 'epoch' + r.ea * interval '1 microsecond', now(), now()
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $7::text[], $8::int8[])
      AS r(k, i, q, kd, ma, p, tp, ea)
 ON CONFLICT (key) DO UPDATE SET
     state = 'running', attempt = j.attempt + 1, fence = j.fence + 1,
@@ -73,22 +76,32 @@ FROM unnest($1::text[], $2::bigint[]) AS c(k, f)
 WHERE j.key = c.k AND j.fence = c.f AND j.state = 'running'
 RETURNING j.key, j.fence`
 
-// claimArgs builds the arguments of claimSQL for requests with distinct keys.
-func claimArgs(reqs []ClaimRequest, owner string, lease time.Duration) []any {
-	n := len(reqs)
-	keys, ids, queues, kinds := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	maxes, payloads, tps, eas := make([]int32, n), make([][]byte, n), make([]string, n), make([]time.Time, n)
-	for i, r := range reqs {
-		keys[i], ids[i], queues[i], kinds[i] = r.Key, r.ID, r.Queue, r.Kind
-		if ids[i] == "" {
-			ids[i] = r.Key
+// claimArgs builds the arguments of claimSQL for reqs[i] for each i in idx (distinct keys).
+func claimArgs(reqs []ClaimRequest, idx []int, owner string, lease time.Duration) []any {
+	keys, ids, queues, kinds := newArrayLiteral(32*len(idx)), newArrayLiteral(32*len(idx)), newArrayLiteral(16*len(idx)), newArrayLiteral(16*len(idx))
+	maxes, payloads, tps, eas := newArrayLiteral(4*len(idx)), newArrayLiteral(64*len(idx)), newArrayLiteral(58*len(idx)), newArrayLiteral(18*len(idx))
+	now := time.Now()
+	for _, i := range idx {
+		r := &reqs[i]
+		keys.addString(r.Key)
+		if r.ID != "" {
+			ids.addString(r.ID)
+		} else {
+			ids.addString(r.Key)
 		}
-		maxes[i], payloads[i], tps[i], eas[i] = int32(r.MaxAttempts), r.Payload, r.TraceParent, r.EnqueuedAt
-		if eas[i].IsZero() {
-			eas[i] = time.Now()
+		queues.addString(r.Queue)
+		kinds.addString(r.Kind)
+		maxes.addInt(int64(r.MaxAttempts))
+		payloads.addHex(r.Payload)
+		tps.addString(r.TraceParent)
+		if r.EnqueuedAt.IsZero() {
+			eas.addMicros(now)
+		} else {
+			eas.addMicros(r.EnqueuedAt)
 		}
 	}
-	return []any{keys, ids, queues, kinds, maxes, payloads, tps, eas, owner, lease.Seconds()}
+	return []any{keys.String(), ids.String(), queues.String(), kinds.String(), maxes.String(), payloads.String(),
+		tps.String(), eas.String(), owner, lease.Seconds()}
 }
 
 // Complete marks claimed jobs succeeded. ok[i] is false where the fence no longer matches (lease lost).
@@ -119,12 +132,23 @@ func collectLeases(rows pgx.Rows) (map[Lease]bool, error) {
 	return out, err
 }
 
-func leaseArgs(leases []Lease) ([]string, []int64) {
-	keys, fences := make([]string, len(leases)), make([]int64, len(leases))
-	for i, l := range leases {
-		keys[i], fences[i] = l.Key, l.Fence
+// leaseArgs is the keys and fences of leases as array literals.
+func leaseArgs(leases []Lease) (keys, fences string) {
+	idx := make([]int, len(leases))
+	for i := range idx {
+		idx[i] = i
 	}
-	return keys, fences
+	return leaseLiterals(leases, idx)
+}
+
+// leaseLiterals is the keys and fences of leases[i] for each i in idx, as array literals.
+func leaseLiterals(leases []Lease, idx []int) (keys, fences string) {
+	k, f := newArrayLiteral(32*len(idx)), newArrayLiteral(8*len(idx))
+	for _, i := range idx {
+		k.addString(leases[i].Key)
+		f.addInt(leases[i].Fence)
+	}
+	return k.String(), f.String()
 }
 
 // matchKeys reads returned keys and reports, per input key, whether it came back.
@@ -171,11 +195,15 @@ func (s *Store) RenewLeases(ctx context.Context, leases []Lease, lease time.Dura
 	if err != nil {
 		return nil, fmt.Errorf("pubq: renewing leases: %w", err)
 	}
-	ok, err := matchKeys(rows, keys)
+	names := make([]string, len(leases))
+	for i, l := range leases {
+		names[i] = l.Key
+	}
+	ok, err := matchKeys(rows, names)
 	if err != nil {
 		return nil, fmt.Errorf("pubq: renewing leases: %w", err)
 	}
-	for i, k := range keys {
+	for i, k := range names {
 		if !ok[i] {
 			lost = append(lost, k)
 		}

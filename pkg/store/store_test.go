@@ -600,3 +600,107 @@ func TestBatcherFlushesWhenAllWaiting(t *testing.T) {
 		t.Fatalf("after Close: %v", err)
 	}
 }
+
+// Claims and completions travel as array literals: keys, ids and trace contexts with quotes,
+// backslashes, commas, braces and non-ASCII text, empty and binary-looking payloads must arrive exactly,
+// and duplicates in one batch must not both run.
+func TestBatcherRoundTripsAwkwardValues(t *testing.T) {
+	st := open(t)
+	b, err := store.NewBatcher(st, store.BatcherConfig{Owner: `o"w\ner`, MaxDelay: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	enq := time.Date(2026, 11, 25, 19, 0, 0, 123456000, time.UTC)
+	reqs := []store.ClaimRequest{
+		{Key: `a"quote`, ID: `id\back`, Queue: "q", Kind: "k.one", MaxAttempts: 3, Payload: []byte(`{"x":"\"}"}`), TraceParent: "tp-1", EnqueuedAt: enq},
+		{Key: `b\slash`, Queue: "q", Kind: "k.two", Payload: []byte(`[]`), EnqueuedAt: enq},
+		{Key: "c,{comma} NULL", Queue: "q,x", Kind: "k", Payload: nil},
+		{Key: "d élève 学生", Queue: "q", Kind: "k", Payload: []byte{}},
+		{}, // a duplicate delivery of the first, set below
+		{Key: "NULL", Queue: "q", Kind: "k", Payload: []byte(`"NULL"`)},
+	}
+	reqs[4] = reqs[0] // either delivery may be the one that runs
+	for range reqs {
+		b.Enter()
+	}
+	results := make([]store.ClaimResult, len(reqs))
+	var wg sync.WaitGroup
+	for i, r := range reqs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer b.Leave()
+			res, err := b.Claim(context.Background(), r)
+			if err != nil {
+				t.Error(err)
+			}
+			results[i] = res
+		}()
+	}
+	wg.Wait()
+	ran := 0
+	for i, r := range results {
+		if reqs[i].Key == `a"quote` {
+			if r.Status == store.Claimed {
+				ran++
+			} else if r.Status != store.Busy {
+				t.Errorf("duplicate %d: %v, want busy", i, r.Status)
+			}
+			continue
+		}
+		if r.Status != store.Claimed || r.Attempt != 1 || r.Fence != 1 {
+			t.Errorf("claim %q: %+v", reqs[i].Key, r)
+		}
+	}
+	if ran != 1 {
+		t.Fatalf("%d deliveries of the duplicated key claimed it, want 1", ran)
+	}
+	for i, want := range reqs[:4] {
+		var key, id, queue, kind, tp, owner string
+		var payload []byte
+		var at time.Time
+		err := st.Pool().QueryRow(context.Background(), `SELECT key, id, queue, kind, coalesce(trace_parent, ''), lease_owner, payload, enqueued_at
+			FROM pubq.jobs WHERE key = $1`, want.Key).Scan(&key, &id, &queue, &kind, &tp, &owner, &payload, &at)
+		if err != nil {
+			t.Fatalf("job %q: %v", want.Key, err)
+		}
+		wantID := want.ID
+		if wantID == "" {
+			wantID = want.Key
+		}
+		if id != wantID || queue != want.Queue || kind != want.Kind || tp != want.TraceParent || owner != `o"w\ner` {
+			t.Errorf("job %d: id %q queue %q kind %q tp %q owner %q", i, id, queue, kind, tp, owner)
+		}
+		if string(payload) != string(want.Payload) || (want.Payload == nil) != (payload == nil) {
+			t.Errorf("job %q: payload %q (nil %v), want %q (nil %v)", want.Key, payload, payload == nil, want.Payload, want.Payload == nil)
+		}
+		if !want.EnqueuedAt.IsZero() && !at.Equal(want.EnqueuedAt) {
+			t.Errorf("job %q: enqueued_at %s, want %s", want.Key, at, want.EnqueuedAt)
+		}
+	}
+	// Completions: the right fence succeeds, a stale one is refused, in one batch.
+	for range 3 {
+		b.Enter()
+	}
+	errs := make([]error, 3)
+	leases := []store.Lease{{Key: `b\slash`, Fence: 1}, {Key: "d élève 学生", Fence: 1}, {Key: "c,{comma} NULL", Fence: 7}}
+	for i, l := range leases {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer b.Leave()
+			errs[i] = b.Complete(context.Background(), l)
+		}()
+	}
+	wg.Wait()
+	if errs[0] != nil || errs[1] != nil || !errors.Is(errs[2], store.ErrLeaseLost) {
+		t.Fatalf("completions: %v", errs)
+	}
+	if s, _ := state(t, st, "d élève 学生"); s != "succeeded" {
+		t.Fatalf("completed job is %s", s)
+	}
+	if s, _ := state(t, st, "c,{comma} NULL"); s != "running" {
+		t.Fatalf("stale completion changed the job to %s", s)
+	}
+}
