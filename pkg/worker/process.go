@@ -342,23 +342,27 @@ func (w *Worker) deadLetterRaw(ctx context.Context, rq *runQueue, m *delivery, j
 // the span continues the publisher's googclient_traceparent itself. A retry's span links to the failed
 // attempt's span.
 func (w *Worker) startSpan(ctx, mctx context.Context, m *delivery, j *job.Job) (context.Context, trace.Span) {
-	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer)}
 	process := trace.SpanContextFromContext(mctx)
+	var linkProcess bool
 	if gtp, viaClient := m.Attributes[job.AttrPubSubTraceParent]; viaClient {
 		if !process.IsValid() {
 			if sc := telemetry.SpanContextFromTraceParent(gtp, m.Attributes[job.AttrPubSubTraceState]); sc.IsValid() {
 				ctx = trace.ContextWithRemoteSpanContext(ctx, sc)
 			}
 		}
-	} else {
-		if tp, ok := m.Attributes[job.AttrTraceParent]; ok {
-			if sc := telemetry.SpanContextFromTraceParent(tp, m.Attributes[job.AttrTraceState]); sc.IsValid() {
-				ctx = trace.ContextWithRemoteSpanContext(ctx, sc)
-				if process.IsValid() {
-					opts = append(opts, trace.WithLinks(trace.Link{SpanContext: process}))
-				}
-			}
+	} else if tp, ok := m.Attributes[job.AttrTraceParent]; ok {
+		if sc := telemetry.SpanContextFromTraceParent(tp, m.Attributes[job.AttrTraceState]); sc.IsValid() {
+			ctx = trace.ContextWithRemoteSpanContext(ctx, sc)
+			linkProcess = process.IsValid()
 		}
+	}
+	if w.untraced {
+		// The trace context found above still reaches the job's row and the retry's link.
+		return ctx, trace.SpanFromContext(ctx)
+	}
+	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer)}
+	if linkProcess {
+		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: process}))
 	}
 	if prev := telemetry.SpanContextFromTraceParent(m.Attributes[job.AttrPrevTraceParent], ""); prev.IsValid() {
 		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: prev, Attributes: []attribute.KeyValue{attribute.String("pubq.link", "previous_attempt")}}))

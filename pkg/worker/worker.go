@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/time/rate"
 
@@ -45,7 +46,7 @@ type Config struct {
 	BusyPoll time.Duration
 	// BatchDelay is the longest a claim or completion waits for companions. Default 1ms.
 	BatchDelay time.Duration
-	// BatchFlushes is how many claim/completion round trips may be in flight at once. Default 8.
+	// BatchFlushes is how many claim/completion round trips may be in flight at once. Default 2.
 	BatchFlushes int
 	// Logger receives structured logs. Default: slog.Default().
 	Logger *slog.Logger
@@ -108,8 +109,11 @@ type Worker struct {
 	cfg    *Config
 	log    *slog.Logger
 	tracer trace.Tracer
-	leases *leaseKeeper
-	queues []*runQueue
+	// untraced: the provider is the no-op one, so handler spans are skipped (their options and
+	// context cost allocations on every job and record nothing).
+	untraced bool
+	leases   *leaseKeeper
+	queues   []*runQueue
 
 	stopping    chan struct{}   // closed when shutdown begins: no new job starts
 	hardStopCtx context.Context // done when ShutdownTimeout is over: running jobs are cancelled
@@ -149,6 +153,7 @@ func New(client *pubsub.Client, st *store.Store, mux *Mux, cfg *Config) (*Worker
 		tracer:   c.TracerProvider.Tracer(telemetry.ScopeName),
 		stopping: make(chan struct{}),
 	}
+	_, w.untraced = c.TracerProvider.(noop.TracerProvider)
 	w.hardStopCtx, w.hardStop = context.WithCancel(context.Background())
 	w.leases = newLeaseKeeper(st, c.Lease, c.Metrics, c.Logger)
 	only := map[string]bool{}
