@@ -105,6 +105,12 @@ cmd_run() {
 	local args=(-D "$dir/data" -p "$port" -k ""
 		-c listen_addresses=127.0.0.1 -c max_connections=300
 		-c fsync=off -c synchronous_commit=off -c full_page_writes=off)
+	# PUBQ_PG_ARGS: extra server arguments, e.g. "-c shared_preload_libraries=pg_stat_statements".
+	if [[ -n ${PUBQ_PG_ARGS:-} ]]; then
+		local extra
+		read -r -a extra <<<"$PUBQ_PG_ARGS"
+		args+=("${extra[@]}")
+	fi
 	write_pidfile
 	if ((EUID == 0)); then
 		# setpriv execs (runuser forks), so the pid stays the server's, and it

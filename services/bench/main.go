@@ -31,6 +31,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strings"
@@ -40,6 +41,7 @@ import (
 	"time"
 
 	"cloud.google.com/go/pubsub/v2"
+	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
@@ -78,9 +80,12 @@ type Result struct {
 	Seconds     float64 `json:"seconds"`
 	JobsPerSec  float64 `json:"jobs_per_sec"`
 	CPUPerJobUS float64 `json:"cpu_us_per_job"` // this process's CPU time during the throughput phase ÷ messages
-	LatencyJobs int     `json:"latency_jobs"`
-	P50ms       float64 `json:"p50_ms"`
-	P99ms       float64 `json:"p99_ms"`
+	// The same for the local stack's servers, when their pid files are in PUBQ_RUN_DIR (make bench).
+	EmulatorUSPerJob float64 `json:"emulator_cpu_us_per_job,omitempty"`
+	PostgresUSPerJob float64 `json:"postgres_cpu_us_per_job,omitempty"`
+	LatencyJobs      int     `json:"latency_jobs"`
+	P50ms            float64 `json:"p50_ms"`
+	P99ms            float64 `json:"p99_ms"`
 }
 
 // Report is the whole run.
@@ -108,12 +113,17 @@ func main() {
 	flag.Float64Var(&o.bulkMaxRate, "bulk-max-rate", 0, "flood mode: bulk's max_rate in jobs/s (0: unlimited)")
 	flag.BoolVar(&o.rawCritical, "raw-critical", false, "flood mode: consume critical with a raw Pub/Sub loop (the emulator's baseline)")
 	flag.IntVar(&o.rounds, "rounds", 1, "rounds (modes interleaved per round); ratios use medians")
-	flag.IntVar(&o.warmup, "warmup", 60000, "messages of a discarded raw drain first, so the emulator's JIT is warm for every mode")
+	flag.IntVar(&o.warmup, "warmup", 30000, "messages of a discarded run of each mode first, so the emulator's JIT is warm for every mode")
 	flag.BoolVar(&o.jsonOut, "json", false, "print JSON instead of a table")
 	flag.IntVar(&o.flushes, "batch-flushes", 0, "pubq: claim/completion round trips in flight (0: worker default)")
 	flag.DurationVar(&o.delay, "batch-delay", 0, "pubq: longest wait for batch companions (0: worker default)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	memprofile := flag.String("memprofile", "", "write an allocation profile of the whole run to this file")
 	flag.Parse()
+	if *memprofile != "" {
+		runtime.MemProfileRate = 4096 // fine enough to count the hot path's allocations per job
+		defer writeHeapProfile(*memprofile)
+	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err != nil {
@@ -126,8 +136,22 @@ func main() {
 	o.modes = strings.Split(modes, ",")
 	if err := run(context.Background(), o); err != nil {
 		pprof.StopCPUProfile()
+		if *memprofile != "" {
+			writeHeapProfile(*memprofile)
+		}
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
+	}
+}
+
+func writeHeapProfile(path string) {
+	f, err := os.Create(path)
+	if err == nil {
+		err = pprof.Lookup("allocs").WriteTo(f, 0)
+		_ = f.Close()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench: memprofile:", err)
 	}
 }
 
@@ -138,11 +162,18 @@ func run(ctx context.Context, o options) error {
 	project := fmt.Sprintf("bench-%d", time.Now().UnixNano()%1e9)
 	rep := Report{Streams: o.streams, Outstanding: o.outstanding, Rate: o.rate, Ratios: map[string]float64{}, CPUPerJobUS: map[string]float64{}}
 	if o.warmup > 0 {
-		fmt.Fprintf(os.Stderr, "warming up the emulator with %d messages ...\n", o.warmup)
+		// Every measured mode once, discarded: the emulator's JIT then has compiled the paths each one
+		// takes (a pubq mode holds messages longer than the raw loop), and Postgres has its tables warm.
+		fmt.Fprintf(os.Stderr, "warming up with %d messages per mode ...\n", o.warmup)
 		w := o
 		w.messages, w.latencyFor = o.warmup, 0
-		if _, err := runMode(ctx, w, project, "raw", 0); err != nil {
-			return fmt.Errorf("warm-up: %w", err)
+		for _, mode := range o.modes {
+			if mode == "flood" {
+				mode = "raw"
+			}
+			if _, err := runMode(ctx, w, project, mode, 0); err != nil {
+				return fmt.Errorf("warm-up: %w", err)
+			}
 		}
 	}
 	for round := 1; round <= o.rounds; round++ {
@@ -203,9 +234,10 @@ func run(ctx context.Context, o options) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "mode\tround\tmessages\tseconds\tjobs/s\tcpu µs/job\tlatency jobs\tp50 ms\tp99 ms\t\n")
+	fmt.Fprintf(tw, "mode\tround\tmessages\tseconds\tjobs/s\tcpu µs/job\temulator µs/job\tpostgres µs/job\tlatency jobs\tp50 ms\tp99 ms\t\n")
 	for _, r := range rep.Results {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%.2f\t%.0f\t%.1f\t%d\t%.1f\t%.1f\t\n", r.Mode, r.Round, r.Messages, r.Seconds, r.JobsPerSec, r.CPUPerJobUS, r.LatencyJobs, r.P50ms, r.P99ms)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.2f\t%.0f\t%.1f\t%.1f\t%.1f\t%d\t%.1f\t%.1f\t\n", r.Mode, r.Round, r.Messages, r.Seconds, r.JobsPerSec,
+			r.CPUPerJobUS, r.EmulatorUSPerJob, r.PostgresUSPerJob, r.LatencyJobs, r.P50ms, r.P99ms)
 	}
 	_ = tw.Flush()
 	fmt.Printf("\nstreams %d, max outstanding %d, latency phase %d msg/s for %s\n", o.streams, o.outstanding, o.rate, o.latencyFor)
@@ -248,8 +280,26 @@ func sortedKeys(m map[string]float64) []string {
 // consumer is a mode's receive side: start it, and it calls done(publishNanos) per finished job.
 type consumer func(ctx context.Context, done func(sentNS int64)) error
 
+// deleteQueue removes a mode's subscriptions and topics when it is done: the emulator keeps every
+// message of a live subscription, and its background work on earlier modes' would tax later ones.
+func deleteQueue(client *pubsub.Client, project string, q queue.Queue) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, sub := range []string{q.Subscription, q.DeadLetterSubscription} {
+		_ = client.SubscriptionAdminClient.DeleteSubscription(ctx, &pubsubpb.DeleteSubscriptionRequest{Subscription: admin.SubscriptionName(project, sub)})
+	}
+	for _, t := range []string{q.Topic, q.DeadLetterTopic} {
+		_ = client.TopicAdminClient.DeleteTopic(ctx, &pubsubpb.DeleteTopicRequest{Topic: admin.TopicName(project, t)})
+	}
+}
+
+// runStart distinguishes this run's topics and job keys from earlier runs'.
+var runStart = time.Now().Unix()
+
 func runMode(ctx context.Context, o options, project, mode string, round int) (Result, error) {
-	id := fmt.Sprintf("bench-%s-%d", mode, round)
+	// The run's start time keeps job keys distinct across runs against one database: a repeated key would
+	// be a duplicate delivery, acked without running, and would flatter the next run.
+	id := fmt.Sprintf("bench-%s-%d-%x", mode, round, runStart)
 	traced := mode == "pubq-traced" || mode == "pubq-traced-lite"
 	client, err := pubsub.NewClientWithConfig(ctx, project, &pubsub.ClientConfig{EnableOpenTelemetryTracing: traced})
 	if err != nil {
@@ -282,6 +332,7 @@ queues:
 	if _, err := admin.Bootstrap(ctx, client, project, qcfg); err != nil {
 		return Result{}, err
 	}
+	defer deleteQueue(client, project, qcfg.Queues[0])
 	var consume consumer
 	var cleanup func()
 	switch mode {
@@ -302,7 +353,8 @@ queues:
 	if err := publishN(ctx, client, qcfg.Queues[0].Topic, id+"-t", o.messages, 0); err != nil {
 		return res, err
 	}
-	cpu0 := cpuTime()
+	srv := findServers()
+	cpu0, emu0, pg0 := cpuTime(), treeCPU(srv.emulator), treeCPU(srv.postgres)
 	var n atomic.Int64
 	var first, last atomic.Int64
 	all := make(chan struct{})
@@ -349,7 +401,14 @@ queues:
 	}
 	res.Seconds = float64(last.Load()-first.Load()) / 1e9
 	res.JobsPerSec = float64(o.messages) / res.Seconds
-	res.CPUPerJobUS = float64(cpuTime()-cpu0) / float64(time.Microsecond) / float64(o.messages)
+	perJob := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) / float64(o.messages) }
+	res.CPUPerJobUS = perJob(cpuTime() - cpu0)
+	if srv.emulator > 0 {
+		res.EmulatorUSPerJob = perJob(treeCPU(srv.emulator) - emu0)
+	}
+	if srv.postgres > 0 {
+		res.PostgresUSPerJob = perJob(treeCPU(srv.postgres) - pg0)
+	}
 
 	// Latency: steady publishing while consuming.
 	phase.Store(1)
