@@ -311,8 +311,8 @@ func (b *Batcher) flushOnce(ctx context.Context, g *group) error {
 				br.Close()
 				return fmt.Errorf("pubq: claiming jobs: %w", err)
 			}
-			// Binary search of the returned key among the sorted unique keys; string(raw) does not allocate here.
-			u, found := slices.BinarySearchFunc(uniq, raw[0], func(i int, k []byte) int { return strings.Compare(g.claims[i].Key, string(k)) })
+			// Binary search of the returned key among the sorted unique keys, on the row's bytes.
+			u, found := slices.BinarySearchFunc(uniq, raw[0], func(i int, k []byte) int { return compareKey(g.claims[i].Key, k) })
 			if !found {
 				rows.Close()
 				br.Close()
@@ -342,7 +342,10 @@ func (b *Batcher) flushOnce(ctx context.Context, g *group) error {
 				return fmt.Errorf("pubq: completing jobs: %w", err)
 			}
 			l, found := slices.BinarySearchFunc(lorder, raw[0], func(i int, k []byte) int {
-				return compareLeases(g.leases[i], Lease{Key: string(k), Fence: fence})
+				if c := compareKey(g.leases[i].Key, k); c != 0 {
+					return c
+				}
+				return cmp.Compare(g.leases[i].Fence, fence)
 			})
 			if found {
 				g.lost[lorder[l]] = false
@@ -426,6 +429,17 @@ func compareLeases(a, b Lease) int {
 		return c
 	}
 	return cmp.Compare(a.Fence, b.Fence)
+}
+
+// compareKey compares a key with a row's raw bytes without converting them (a string(b) passed to a
+// function allocates, and this runs a dozen times per job).
+func compareKey(s string, b []byte) int {
+	for i := 0; i < len(s) && i < len(b); i++ {
+		if s[i] != b[i] {
+			return cmp.Compare(s[i], b[i])
+		}
+	}
+	return cmp.Compare(len(s), len(b))
 }
 
 // rawInt decodes column i of a row read with RawValues: an int4 or int8, in binary or text format.

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -24,5 +25,13 @@ func TestArrayLiteral(t *testing.T) {
 	}
 	if got := newArrayLiteral(0).String(); got != "{}" {
 		t.Fatalf("empty: %s", got)
+	}
+}
+
+func TestCompareKey(t *testing.T) {
+	for _, c := range [][2]string{{"", ""}, {"a", ""}, {"", "a"}, {"ab", "a"}, {"a", "ab"}, {"abc", "abd"}, {"é", "e"}, {"k-10", "k-9"}, {"x", "x"}} {
+		if got, want := compareKey(c[0], []byte(c[1])), strings.Compare(c[0], c[1]); got != want {
+			t.Errorf("compareKey(%q, %q) = %d, want %d", c[0], c[1], got, want)
+		}
 	}
 }
