@@ -34,6 +34,7 @@ type FloodResult struct {
 	FloodP99ms      float64 `json:"flood_p99_ms"`
 	P99FloodPerIdle float64 `json:"p99_flood_over_idle"`
 	BulkMaxRate     float64 `json:"bulk_max_rate"` // bulk's max_rate during the run (0: unlimited)
+	BulkStreams     int     `json:"bulk_streams"`  // bulk's streaming pulls (0: the shipped 1)
 	RawCritical     bool    `json:"raw_critical"`  // critical consumed by a raw Pub/Sub loop (the emulator's own baseline)
 	// Publish → handler start (delivery by Pub/Sub, decode, claim), the part of the latency before the job runs.
 	IdleStartP99ms  float64 `json:"idle_start_p99_ms"`
@@ -42,8 +43,8 @@ type FloodResult struct {
 
 // runFlood runs one worker receiving critical and bulk (the shipped queues' flow control), measures
 // critical's publish → done latency while idle, then while `flood` bulk jobs are published and drained.
-func runFlood(ctx context.Context, project string, flood, rate int, idleFor time.Duration, bulkMaxRate float64, rawCritical bool) (FloodResult, error) {
-	res := FloodResult{Flood: flood, CriticalRate: rate, BulkMaxRate: bulkMaxRate, RawCritical: rawCritical}
+func runFlood(ctx context.Context, project string, flood, rate int, idleFor time.Duration, bulkMaxRate float64, bulkStreams int, rawCritical bool) (FloodResult, error) {
+	res := FloodResult{Flood: flood, CriticalRate: rate, BulkMaxRate: bulkMaxRate, BulkStreams: bulkStreams, RawCritical: rawCritical}
 	client, err := pubsub.NewClient(ctx, project)
 	if err != nil {
 		return res, err
@@ -65,7 +66,7 @@ queues:
     dead_letter_topic: flood-bulk-dead
     dead_letter_subscription: flood-bulk-dead-sub
     concurrency: 64
-    streams: 8
+    streams: 1
     kinds: [bench.bulk]
 `))
 	if err != nil {
@@ -73,6 +74,9 @@ queues:
 	}
 	if bulk, ok := qcfg.Queue("bulk"); ok {
 		bulk.MaxRate = bulkMaxRate
+		if bulkStreams > 0 {
+			bulk.Streams = bulkStreams
+		}
 	}
 	if _, err := admin.Bootstrap(ctx, client, project, qcfg); err != nil {
 		return res, err
@@ -165,7 +169,7 @@ queues:
 			case <-t.C:
 			}
 			data := fmt.Appendf(nil, `{"sent":%d}`, time.Now().UnixNano())
-			p.Publish(ctx, &pubsub.Message{Data: data, Attributes: map[string]string{job.AttrKind: "bench.critical", job.AttrKey: fmt.Sprintf("%s-%d", prefix, i)}})
+			p.Publish(ctx, &pubsub.Message{Data: data, Attributes: map[string]string{job.AttrKind: "bench.critical", job.AttrKey: fmt.Sprintf("%s-%x-%d", prefix, runStart, i)}})
 		}
 		return nil
 	}
@@ -239,7 +243,7 @@ func publishKind(ctx context.Context, client *pubsub.Client, topic, kind, prefix
 	results := make([]*pubsub.PublishResult, 0, n)
 	for i := range n {
 		data := fmt.Appendf(nil, `{"sent":%d}`, time.Now().UnixNano())
-		results = append(results, p.Publish(ctx, &pubsub.Message{Data: data, Attributes: map[string]string{job.AttrKind: kind, job.AttrKey: fmt.Sprintf("%s-%d", prefix, i)}}))
+		results = append(results, p.Publish(ctx, &pubsub.Message{Data: data, Attributes: map[string]string{job.AttrKind: kind, job.AttrKey: fmt.Sprintf("%s-%x-%d", prefix, runStart, i)}}))
 	}
 	for _, r := range results {
 		if _, err := r.Get(ctx); err != nil {

@@ -68,6 +68,7 @@ type options struct {
 	flood        int
 	criticalRate int
 	bulkMaxRate  float64
+	bulkStreams  int
 	rawCritical  bool
 	warmup       int
 }
@@ -111,6 +112,7 @@ func main() {
 	flag.IntVar(&o.flood, "flood", 100000, "flood mode: bulk jobs in the flood")
 	flag.IntVar(&o.criticalRate, "critical-rate", 50, "flood mode: critical jobs per second")
 	flag.Float64Var(&o.bulkMaxRate, "bulk-max-rate", 0, "flood mode: bulk's max_rate in jobs/s (0: unlimited)")
+	flag.IntVar(&o.bulkStreams, "bulk-streams", 0, "flood mode: bulk's streaming pulls (0: the shipped queues.yaml's 1)")
 	flag.BoolVar(&o.rawCritical, "raw-critical", false, "flood mode: consume critical with a raw Pub/Sub loop (the emulator's baseline)")
 	flag.IntVar(&o.rounds, "rounds", 1, "rounds (modes interleaved per round); ratios use medians")
 	flag.IntVar(&o.warmup, "warmup", 30000, "messages of a discarded run of each mode first, so the emulator's JIT is warm for every mode")
@@ -183,7 +185,7 @@ func run(ctx context.Context, o options) error {
 					continue
 				}
 				fmt.Fprintf(os.Stderr, "flood: %d bulk jobs, critical at %d/s ...\n", o.flood, o.criticalRate)
-				fr, err := runFlood(ctx, project, o.flood, o.criticalRate, 5*time.Second, o.bulkMaxRate, o.rawCritical)
+				fr, err := runFlood(ctx, project, o.flood, o.criticalRate, 5*time.Second, o.bulkMaxRate, o.bulkStreams, o.rawCritical)
 				if err != nil {
 					return fmt.Errorf("flood: %w", err)
 				}
@@ -293,7 +295,7 @@ func deleteQueue(client *pubsub.Client, project string, q queue.Queue) {
 	}
 }
 
-// runStart distinguishes this run's topics and job keys from earlier runs'.
+// runStart distinguishes this run's topics and job keys (main modes and flood) from earlier runs'.
 var runStart = time.Now().Unix()
 
 func runMode(ctx context.Context, o options, project, mode string, round int) (Result, error) {
