@@ -3,6 +3,7 @@ package telemetry
 import (
 	"context"
 	"encoding/hex"
+	"strings"
 
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
@@ -32,16 +33,70 @@ func TraceParent(sc trace.SpanContext) string {
 }
 
 // SpanContextFromTraceParent parses a W3C traceparent (and optional tracestate) into a remote span
-// context; an empty or malformed one gives an invalid span context.
+// context; an empty or malformed one gives an invalid span context. It follows
+// propagation.TraceContext's rules exactly (a differential fuzz test holds it to them) without the
+// propagator's carrier map and context, which cost allocations on every delivery.
 func SpanContextFromTraceParent(traceparent, tracestate string) trace.SpanContext {
 	if traceparent == "" {
 		return trace.SpanContext{}
 	}
-	carrier := propagation.MapCarrier{"traceparent": traceparent}
-	if tracestate != "" {
-		carrier["tracestate"] = tracestate
+	h := traceparent
+	var ver [1]byte
+	if !hexPart(ver[:], &h, 2) || ver[0] > maxTraceParentVersion {
+		return trace.SpanContext{}
 	}
-	return trace.SpanContextFromContext(traceContext.Extract(context.Background(), carrier))
+	var scc trace.SpanContextConfig
+	if !hexPart(scc.TraceID[:], &h, 32) || !hexPart(scc.SpanID[:], &h, 16) {
+		return trace.SpanContext{}
+	}
+	var opts [1]byte
+	if !hexPart(opts[:], &h, 2) {
+		return trace.SpanContext{}
+	}
+	if ver[0] == 0 && (h != "" || opts[0] > 3) {
+		return trace.SpanContext{} // version 00 has no further fields and no other flags
+	}
+	scc.TraceFlags = trace.TraceFlags(opts[0]) & (trace.FlagsSampled | trace.FlagsRandom)
+	if tracestate != "" {
+		// A malformed tracestate does not invalidate the traceparent (W3C trace context).
+		scc.TraceState, _ = trace.ParseTraceState(tracestate)
+	}
+	scc.Remote = true
+	if sc := trace.NewSpanContext(scc); sc.IsValid() {
+		return sc
+	}
+	return trace.SpanContext{}
+}
+
+// maxTraceParentVersion is the highest version a traceparent may have (ff is invalid).
+const maxTraceParentVersion = 254
+
+// hexPart decodes the next '-'-separated field of *h, which must be n lowercase hex digits, into dst.
+func hexPart(dst []byte, h *string, n int) bool {
+	part, rest, _ := strings.Cut(*h, "-")
+	*h = rest
+	if len(part) != n {
+		return false
+	}
+	for i := 0; i < n; i += 2 {
+		hi, ok1 := lowerHex(part[i])
+		lo, ok2 := lowerHex(part[i+1])
+		if !ok1 || !ok2 {
+			return false
+		}
+		dst[i/2] = hi<<4 | lo
+	}
+	return true
+}
+
+func lowerHex(c byte) (byte, bool) {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0', true
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10, true
+	}
+	return 0, false
 }
 
 // ContextWithTraceParent returns ctx carrying the remote span context of traceparent, so spans started

@@ -31,3 +31,38 @@ func TestTraceParentOfMatchesPropagator(t *testing.T) {
 		t.Errorf("invalid span context: %q, want empty", got)
 	}
 }
+
+// FuzzSpanContextFromTraceParent holds the hand-written parser to the OpenTelemetry propagator.
+func FuzzSpanContextFromTraceParent(f *testing.F) {
+	for _, tp := range []string{
+		"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+		"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03",
+		"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-04",
+		"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+		"00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+		"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+		"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-09-extra",
+		"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+		"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+		"fe-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+		"00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+		"", "-", "00", "00--",
+	} {
+		f.Add(tp, "")
+		f.Add(tp, "vendor=value,other=x")
+	}
+	f.Add("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "=bad,,")
+	f.Fuzz(func(t *testing.T, tp, ts string) {
+		carrier := propagation.MapCarrier{"traceparent": tp}
+		if ts != "" {
+			carrier["tracestate"] = ts
+		}
+		want := trace.SpanContextFromContext(propagation.TraceContext{}.Extract(context.Background(), carrier))
+		if tp == "" {
+			want = trace.SpanContext{}
+		}
+		if got := telemetry.SpanContextFromTraceParent(tp, ts); !got.Equal(want) {
+			t.Fatalf("SpanContextFromTraceParent(%q, %q) = %+v, the propagator says %+v", tp, ts, got, want)
+		}
+	})
+}
