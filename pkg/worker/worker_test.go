@@ -15,10 +15,10 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
-	"github.com/pubq/pubq/pkg/admin"
 	"github.com/pubq/pubq/pkg/demo"
 	"github.com/pubq/pubq/pkg/job"
 	"github.com/pubq/pubq/pkg/publish"
+	"github.com/pubq/pubq/pkg/pubqtest"
 	"github.com/pubq/pubq/pkg/queue"
 	"github.com/pubq/pubq/pkg/store"
 	"github.com/pubq/pubq/pkg/telemetry"
@@ -73,31 +73,9 @@ type bundle struct {
 // mux with the demo handlers. Start the worker with run.
 func setup(t *testing.T) *bundle {
 	t.Helper()
-	testenv.Emulator(t)
-	ctx := context.Background()
-	b := &bundle{project: testenv.ProjectID(t)}
-	var err error
-	if b.cfg, err = queue.Parse([]byte(testQueues)); err != nil {
-		t.Fatal(err)
-	}
-	if b.client, err = pubsub.NewClient(ctx, b.project); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.client.Close() })
-	if _, err := admin.Bootstrap(ctx, b.client, b.project, b.cfg); err != nil {
-		t.Fatal(err)
-	}
-	if b.st, err = store.Open(ctx, store.Config{URL: testenv.Postgres(t)}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.st.Close)
-	if _, err := b.st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := demo.Migrate(ctx, b.st.Pool()); err != nil {
-		t.Fatal(err)
-	}
-	if b.pub, err = publish.New(b.st, &publish.Config{Queues: b.cfg}); err != nil {
+	e := pubqtest.New(t, testQueues)
+	b := &bundle{project: e.Project, client: e.Client, st: e.Store, cfg: e.Queues, pub: e.Pub}
+	if err := demo.Migrate(context.Background(), b.st.Pool()); err != nil {
 		t.Fatal(err)
 	}
 	b.mux = worker.NewMux()

@@ -17,13 +17,12 @@ import (
 	"cloud.google.com/go/pubsub/v2"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
-	"github.com/pubq/pubq/pkg/admin"
 	"github.com/pubq/pubq/pkg/inspect"
 	"github.com/pubq/pubq/pkg/job"
 	"github.com/pubq/pubq/pkg/publish"
+	"github.com/pubq/pubq/pkg/pubqtest"
 	"github.com/pubq/pubq/pkg/queue"
 	"github.com/pubq/pubq/pkg/store"
-	"github.com/pubq/pubq/pkg/testenv"
 	"github.com/pubq/pubq/pkg/worker"
 )
 
@@ -100,36 +99,13 @@ type e2e struct {
 
 func setupE2E(t *testing.T) *e2e {
 	t.Helper()
-	testenv.Emulator(t)
-	ctx := context.Background()
-	e := &e2e{project: testenv.ProjectID(t), handler: &flipper{}}
-	var err error
-	if e.cfg, err = queue.Parse([]byte(e2eQueues)); err != nil {
-		t.Fatal(err)
-	}
-	if e.client, err = pubsub.NewClient(ctx, e.project); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.client.Close() })
-	if _, err := admin.Bootstrap(ctx, e.client, e.project, e.cfg); err != nil {
-		t.Fatal(err)
-	}
-	dsn := testenv.Postgres(t)
-	if e.st, err = store.Open(ctx, store.Config{URL: dsn}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.st.Close)
-	if _, err := e.st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if e.pub, err = publish.New(e.st, &publish.Config{Queues: e.cfg}); err != nil {
-		t.Fatal(err)
-	}
+	s := pubqtest.New(t, e2eQueues)
+	e := &e2e{project: s.Project, handler: &flipper{}, client: s.Client, st: s.Store, cfg: s.Queues, pub: s.Pub}
 	path := filepath.Join(t.TempDir(), "queues.yaml")
 	if err := os.WriteFile(path, []byte(e2eQueues), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	e.env = &env{vars: map[string]string{"PUBQ_DATABASE_URL": dsn, "PUBQ_QUEUES": path, "PUBQ_ACTOR": "oncall@example.com"}, pool: e.st.Pool()}
+	e.env = &env{vars: map[string]string{"PUBQ_DATABASE_URL": s.DBURL, "PUBQ_QUEUES": path, "PUBQ_ACTOR": "oncall@example.com"}, pool: e.st.Pool()}
 	return e
 }
 

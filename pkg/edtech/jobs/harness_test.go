@@ -16,12 +16,12 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/pubq/pubq/pkg/admin"
 	"github.com/pubq/pubq/pkg/edtech/jobs"
 	"github.com/pubq/pubq/pkg/edtech/schema"
 	"github.com/pubq/pubq/pkg/edtech/seed"
 	"github.com/pubq/pubq/pkg/job"
 	"github.com/pubq/pubq/pkg/publish"
+	"github.com/pubq/pubq/pkg/pubqtest"
 	"github.com/pubq/pubq/pkg/queue"
 	"github.com/pubq/pubq/pkg/store"
 	"github.com/pubq/pubq/pkg/testenv"
@@ -79,33 +79,9 @@ func setup(t testing.TB, queues string, hcfg jobs.Config) *bundle {
 // setupOn is setup on the database at dbURL.
 func setupOn(t testing.TB, queues, dbURL string, hcfg jobs.Config) *bundle {
 	t.Helper()
-	testenv.Emulator(t)
-	ctx := context.Background()
-	b := &bundle{project: testenv.ProjectID(t)}
-	var err error
-	if b.cfg, err = queue.Parse([]byte(queues)); err != nil {
-		t.Fatal(err)
-	}
-	if b.client, err = pubsub.NewClient(ctx, b.project); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.client.Close() })
-	if _, err := admin.Bootstrap(ctx, b.client, b.project, b.cfg); err != nil {
-		t.Fatal(err)
-	}
-	b.dbURL = dbURL
-	if b.st, err = store.Open(ctx, store.Config{URL: b.dbURL}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.st.Close)
-	b.pool = b.st.Pool()
-	if _, err := b.st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := schema.Apply(ctx, b.pool); err != nil {
-		t.Fatal(err)
-	}
-	if b.pub, err = publish.New(b.st, &publish.Config{Queues: b.cfg}); err != nil {
+	e := pubqtest.NewOn(t, queues, dbURL)
+	b := &bundle{project: e.Project, dbURL: dbURL, client: e.Client, st: e.Store, pool: e.Store.Pool(), cfg: e.Queues, pub: e.Pub}
+	if err := schema.Apply(context.Background(), b.pool); err != nil {
 		t.Fatal(err)
 	}
 	if hcfg.Publisher == nil {
@@ -114,6 +90,7 @@ func setupOn(t testing.TB, queues, dbURL string, hcfg jobs.Config) *bundle {
 	if hcfg.Logger == nil {
 		hcfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	var err error
 	if b.h, err = jobs.New(hcfg); err != nil {
 		t.Fatal(err)
 	}

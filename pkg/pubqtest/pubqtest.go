@@ -1,0 +1,64 @@
+// Package pubqtest sets up what pubq's integration tests share: an emulator project of the test's own
+// with the queues of a queues.yaml text bootstrapped, a migrated database, a Pub/Sub client and a
+// publisher. It builds on testenv (which starts the emulator and the throwaway Postgres).
+package pubqtest
+
+import (
+	"context"
+	"testing"
+
+	"cloud.google.com/go/pubsub/v2"
+
+	"github.com/pubq/pubq/pkg/admin"
+	"github.com/pubq/pubq/pkg/publish"
+	"github.com/pubq/pubq/pkg/queue"
+	"github.com/pubq/pubq/pkg/store"
+	"github.com/pubq/pubq/pkg/testenv"
+)
+
+// Env is one test's stack. Everything in it is closed when the test ends.
+type Env struct {
+	Project string
+	DBURL   string
+	Client  *pubsub.Client
+	Store   *store.Store
+	Queues  *queue.Config
+	Pub     *publish.Client
+}
+
+// New gives t its own emulator project with queuesYAML's queues bootstrapped, and its own migrated
+// database.
+func New(t testing.TB, queuesYAML string) *Env {
+	t.Helper()
+	return NewOn(t, queuesYAML, testenv.Postgres(t))
+}
+
+// NewOn is New on the database at dbURL (a test that needs two stores on one database, say).
+func NewOn(t testing.TB, queuesYAML, dbURL string) *Env {
+	t.Helper()
+	testenv.Emulator(t)
+	ctx := context.Background()
+	e := &Env{Project: testenv.ProjectID(t), DBURL: dbURL}
+	var err error
+	if e.Queues, err = queue.Parse([]byte(queuesYAML)); err != nil {
+		t.Fatal(err)
+	}
+	if e.Client, err = pubsub.NewClient(ctx, e.Project); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Client.Close() })
+	if _, err := admin.Bootstrap(ctx, e.Client, e.Project, e.Queues); err != nil {
+		t.Fatal(err)
+	}
+	if e.Store, err = store.Open(ctx, store.Config{URL: dbURL}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Store.Close)
+	if _, err := e.Store.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if e.Pub, err = publish.New(e.Store, &publish.Config{Queues: e.Queues}); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
