@@ -8,7 +8,8 @@
 //	latency     publish at -rate msg/s for -latency-for while consuming; per-job latency is publish call →
 //	            done (acked after the outcome is durable, for pubq), reported as p50/p99
 //
-// Modes: raw (receive + ack), pubq (decode, batched claim with lease, no-op handler, batched completion,
+// Modes: raw (receive + ack), raw-claim (the raw loop plus one batched claim per message, no completion:
+// the "simple batcher" reference point; not in the default modes), pubq (decode, batched claim with lease, no-op handler, batched completion,
 // ack), pubq-traced (pubq with the Pub/Sub client's tracing and pubq's handler spans at 100 % sampling,
 // configured as telemetry.Setup configures the binaries, into an in-process discarding exporter; otelpgx
 // is on too, but the no-op handler runs no SQL and pubq's batched claims and completions run outside any
@@ -340,6 +341,12 @@ queues:
 	switch mode {
 	case "raw":
 		consume = rawConsumer(client, qcfg.Queues[0].Subscription, o)
+	case "raw-claim":
+		consume, cleanup, err = rawClaimConsumer(ctx, client, qcfg.Queues[0], o)
+		if err != nil {
+			return Result{}, err
+		}
+		defer cleanup()
 	case "pubq", "pubq-traced", "pubq-traced-lite":
 		consume, cleanup, err = pubqConsumer(ctx, recv, qcfg, traced, o)
 		if err != nil {
@@ -483,6 +490,42 @@ func rawConsumer(client *pubsub.Client, sub string, o options) consumer {
 			done(sent)
 		})
 	}
+}
+
+// rawClaimConsumer is the reference point between the two: the raw loop plus one batched
+// claim per message (the same Batcher as pubq, no completion, no decoding, no handler), then the ack.
+func rawClaimConsumer(ctx context.Context, client *pubsub.Client, q queue.Queue, o options) (consumer, func(), error) {
+	st, err := store.Open(ctx, store.Config{URL: os.Getenv("PUBQ_DATABASE_URL"), MaxConns: 32})
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := st.Migrate(ctx); err != nil {
+		st.Close()
+		return nil, nil, err
+	}
+	b, err := store.NewBatcher(st, store.BatcherConfig{Owner: "bench-raw-claim", MaxFlushes: o.flushes, MaxDelay: o.delay})
+	if err != nil {
+		st.Close()
+		return nil, nil, err
+	}
+	cleanup := func() { b.Close(); st.Close() }
+	return func(ctx context.Context, done func(int64)) error {
+		s := client.Subscriber(q.Subscription)
+		s.ReceiveSettings.NumGoroutines = o.streams
+		s.ReceiveSettings.MaxOutstandingMessages = o.outstanding
+		return s.Receive(ctx, func(ctx context.Context, m *pubsub.Message) {
+			sent := sentOf(m.Data)
+			b.Enter()
+			_, err := b.Claim(ctx, store.ClaimRequest{Key: m.Attributes[job.AttrKey], Queue: q.Name, Kind: m.Attributes[job.AttrKind], Payload: m.Data, EnqueuedAt: m.PublishTime})
+			b.Leave()
+			if err != nil {
+				m.Nack()
+				return
+			}
+			m.Ack()
+			done(sent)
+		})
+	}, cleanup, nil
 }
 
 func pubqConsumer(ctx context.Context, client *pubsub.Client, qcfg *queue.Config, traced bool, o options) (consumer, func(), error) {
