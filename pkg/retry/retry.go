@@ -17,11 +17,29 @@ type Policy struct {
 	Randomization float64 // 0 disables jitter
 	MaxAttempts   int     // attempts in all, including the first
 
-	mu   sync.Mutex
-	rand *rand.Rand
+	rand *rand.Rand // over a *LockedSource: Delay runs concurrently
 }
 
-// New returns a policy; src is the random source for jitter (nil: a time-seeded PCG).
+// LockedSource is a random source safe for concurrent use. Policies that share one source must share
+// it through one LockedSource: each policy locking its own wrapper would still race on the state
+// underneath.
+type LockedSource struct {
+	mu  sync.Mutex
+	src rand.Source
+}
+
+// NewLockedSource wraps src (a PCG, say) for concurrent use.
+func NewLockedSource(src rand.Source) *LockedSource { return &LockedSource{src: src} }
+
+// Uint64 implements rand.Source.
+func (l *LockedSource) Uint64() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.src.Uint64()
+}
+
+// New returns a policy; src is the random source for jitter (nil: a time-seeded PCG). A source that
+// is not a *LockedSource is wrapped in one, so hand several policies one *LockedSource to share it.
 func New(initial time.Duration, multiplier float64, max time.Duration, randomization float64, maxAttempts int, src rand.Source) (*Policy, error) {
 	p := &Policy{Initial: initial, Multiplier: multiplier, Max: max, Randomization: randomization, MaxAttempts: maxAttempts}
 	switch {
@@ -39,7 +57,11 @@ func New(initial time.Duration, multiplier float64, max time.Duration, randomiza
 	if src == nil {
 		src = rand.NewPCG(uint64(time.Now().UnixNano()), 0x9e3779b97f4a7c15)
 	}
-	p.rand = rand.New(src)
+	ls, ok := src.(*LockedSource)
+	if !ok {
+		ls = NewLockedSource(src)
+	}
+	p.rand = rand.New(ls)
 	return p, nil
 }
 
@@ -69,9 +91,7 @@ func (p *Policy) Delay(attempt int) time.Duration {
 	if p.Randomization == 0 {
 		return d
 	}
-	p.mu.Lock()
 	f := p.rand.Float64()
-	p.mu.Unlock()
 	delta := p.Randomization * float64(d)
 	lo := float64(d) - delta
 	return time.Duration(lo + f*2*delta)

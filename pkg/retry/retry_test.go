@@ -2,6 +2,7 @@ package retry_test
 
 import (
 	"math/rand/v2"
+	"sync"
 	"testing"
 	"time"
 
@@ -81,4 +82,32 @@ func TestNewValidates(t *testing.T) {
 			t.Errorf("case %d: want an error", i)
 		}
 	}
+}
+
+// Policies sharing one source (the worker gives every queue×kind policy the same one) must not race
+// on it: run under -race.
+func TestSharedSourceIsSafe(t *testing.T) {
+	src := retry.NewLockedSource(rand.NewPCG(1, 2))
+	a, err := retry.New(time.Second, 2, time.Minute, 0.5, 5, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := retry.New(time.Second, 2, time.Minute, 0.5, 5, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for _, p := range []*retry.Policy{a, b, a, b} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 1000 {
+				if d := p.Delay(1 + i%4); d <= 0 {
+					t.Errorf("delay %s", d)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }

@@ -93,6 +93,10 @@ func (c *Config) withDefaults() (*Config, error) {
 	if out.Rand == nil {
 		out.Rand = rand.NewPCG(uint64(time.Now().UnixNano()), 0xda3e39cb94b95bdb)
 	}
+	// Every queue×kind policy draws from this one source, concurrently.
+	if _, ok := out.Rand.(*retry.LockedSource); !ok {
+		out.Rand = retry.NewLockedSource(out.Rand)
+	}
 	for _, name := range out.Only {
 		if _, ok := out.Queues.Queue(name); !ok {
 			return nil, fmt.Errorf("pubq: worker: Config.Only: no queue named %q", name)
