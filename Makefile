@@ -38,11 +38,12 @@ staticcheck: $(STATICCHECK)
 	$(STATICCHECK) $(PACKAGES)
 
 ## build: the binaries, into bin/ (git-ignored).
+# One go build for every service module (in parallel); a compile error fails the target instead of
+# leaving a stale binary behind.
+SERVICES = $(patsubst %/go.mod,./%,$(wildcard services/*/go.mod))
 build:
 	mkdir -p $(BIN)
-	for s in services/*/; do \
-		[ -f "$$s/go.mod" ] && [ -n "$$(ls $$s/*.go 2>/dev/null)" ] && $(GO) build -o $(BIN)/$$(basename $$s) ./$$s || true; \
-	done
+	$(GO) build -o $(BIN)/ $(SERVICES)
 
 ## demo: the whole local stack, a few thousand jobs with live progress, a summary; then teardown.
 demo: build
