@@ -142,18 +142,12 @@ type JobInfo struct {
 	Now time.Time `json:"now"`
 }
 
-// TraceID returns the trace id (second field) of a W3C traceparent, or "" if it is not one.
+// TraceID returns the trace id of a W3C traceparent, or "" if it is not one.
 func TraceID(traceparent string) string {
-	parts := strings.Split(traceparent, "-")
-	if len(parts) != 4 || len(parts[1]) != 32 || parts[1] == strings.Repeat("0", 32) {
-		return ""
+	if sc := telemetry.SpanContextFromTraceParent(traceparent, ""); sc.IsValid() {
+		return sc.TraceID().String()
 	}
-	for _, c := range parts[1] {
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return ""
-		}
-	}
-	return parts[1]
+	return ""
 }
 
 // lostPrefix is how store.Rescue marks an attempt whose worker vanished.

@@ -5,14 +5,11 @@ import (
 	"encoding/hex"
 	"strings"
 
-	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 )
 
 // pubq stores and forwards trace context as W3C traceparent strings (the job row, outbox rows, the
 // pubq_prev_traceparent attribute). These helpers are the one place that converts them.
-
-var traceContext = propagation.TraceContext{}
 
 // TraceParent formats sc as a W3C traceparent ("" for an invalid span context). It is on the worker's
 // hot path, so it formats by hand what the propagator would write (a test checks they agree).
@@ -100,10 +97,11 @@ func lowerHex(c byte) (byte, bool) {
 }
 
 // ContextWithTraceParent returns ctx carrying the remote span context of traceparent, so spans started
-// from it (the Pub/Sub client's create span, say) join that trace. An empty traceparent returns ctx.
+// from it (the Pub/Sub client's create span, say) join that trace. An empty or malformed traceparent
+// returns ctx.
 func ContextWithTraceParent(ctx context.Context, traceparent string) context.Context {
-	if traceparent == "" {
-		return ctx
+	if sc := SpanContextFromTraceParent(traceparent, ""); sc.IsValid() {
+		return trace.ContextWithRemoteSpanContext(ctx, sc)
 	}
-	return traceContext.Extract(ctx, propagation.MapCarrier{"traceparent": traceparent})
+	return ctx
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/pubq/pubq/pkg/api"
 	"github.com/pubq/pubq/pkg/demo"
+	"github.com/pubq/pubq/pkg/inspect"
 	"github.com/pubq/pubq/pkg/publish"
 )
 
@@ -237,10 +238,7 @@ func summary(ctx context.Context, pool *pgxpool.Pool, prefix string, n int, c co
 	var key, tp string
 	_ = pool.QueryRow(ctx, `SELECT key, coalesce(trace_parent, '') FROM pubq.jobs WHERE key LIKE $1 AND kind = 'demo.flaky' AND state = 'succeeded' ORDER BY attempt DESC LIMIT 1`, prefix).Scan(&key, &tp)
 	if key != "" {
-		traceID := ""
-		if parts := strings.Split(tp, "-"); len(parts) == 4 {
-			traceID = parts[1]
-		}
+		traceID := inspect.TraceID(tp)
 		fmt.Printf("\nsample job %s (succeeded after retries), trace %s\n", key, orDash(traceID))
 		fmt.Printf("  inspect it:  bin/pubqctl job %s\n", key)
 		if jaeger != "" {
