@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pubq/pubq/pkg/inspect"
+	"github.com/pubq/pubq/pkg/job"
 )
 
 func jsonIndent(w io.Writer, raw []byte) error {
@@ -65,7 +66,7 @@ func (h *handler) parseTemplates() map[string]*template.Template {
 			return human(d) + " ago"
 		},
 		"dur":   human,
-		"trunc": trunc,
+		"trunc": job.Truncate,
 		"rate": func(f float64) string {
 			if f > 0 && f < 10 {
 				return fmt.Sprintf("%.2f", f)
@@ -84,13 +85,3 @@ func (h *handler) parseTemplates() map[string]*template.Template {
 
 // human is inspect.HumanDuration, shared with the other on-call face.
 var human = inspect.HumanDuration
-
-func trunc(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && (s[n]&0xC0) == 0x80 {
-		n--
-	}
-	return s[:n] + "…"
-}

@@ -102,26 +102,6 @@ func (c *Config) Route(kind string) (*Queue, error) {
 	return &c.Queues[i], nil
 }
 
-// Kinds returns every kind accepted by some queue, sorted.
-func (c *Config) Kinds() []string {
-	out := make([]string, 0, len(c.byKind))
-	for k := range c.byKind {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
-
-// Accepts reports whether kind is routed to q.
-func (q *Queue) Accepts(kind string) bool {
-	for _, k := range q.Kinds {
-		if k == kind {
-			return true
-		}
-	}
-	return false
-}
-
 // BackoffFor returns the backoff for kind: the queue's, with the kind's override applied.
 func (q *Queue) BackoffFor(kind string) Backoff {
 	b := q.Backoff

@@ -102,9 +102,6 @@ func NewBatcher(s *Store, cfg BatcherConfig) (*Batcher, error) {
 	return &Batcher{s: s, cfg: cfg}, nil
 }
 
-// Lease returns the configured lease duration.
-func (b *Batcher) Lease() time.Duration { return b.cfg.Lease }
-
 // Enter counts a message as in flight: it may still send a request.
 func (b *Batcher) Enter() {
 	b.mu.Lock()

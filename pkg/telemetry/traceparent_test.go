@@ -10,7 +10,7 @@ import (
 	"github.com/pubq/pubq/pkg/telemetry"
 )
 
-// traceParentOf formats by hand what the W3C propagator writes; both must agree, sampled or not.
+// TraceParent formats by hand what the W3C propagator writes; both must agree, sampled or not.
 func TestTraceParentOfMatchesPropagator(t *testing.T) {
 	for _, flags := range []trace.TraceFlags{0, trace.FlagsSampled, 0xff} {
 		sc := trace.NewSpanContext(trace.SpanContextConfig{
@@ -21,7 +21,7 @@ func TestTraceParentOfMatchesPropagator(t *testing.T) {
 		carrier := propagation.MapCarrier{}
 		propagation.TraceContext{}.Inject(trace.ContextWithSpanContext(context.Background(), sc), carrier)
 		if got, want := telemetry.TraceParent(sc), carrier["traceparent"]; got != want || want == "" {
-			t.Errorf("flags %02x: traceParentOf = %q, propagator wrote %q", byte(flags), got, want)
+			t.Errorf("flags %02x: TraceParent = %q, propagator wrote %q", byte(flags), got, want)
 		}
 		if back := telemetry.SpanContextFromTraceParent(telemetry.TraceParent(sc), ""); back.TraceID() != sc.TraceID() || back.SpanID() != sc.SpanID() || back.IsSampled() != sc.IsSampled() {
 			t.Errorf("flags %02x: %q does not parse back to the span context", byte(flags), telemetry.TraceParent(sc))

@@ -122,7 +122,7 @@ func (w *Worker) handle(mctx context.Context, rq *runQueue, m *delivery) {
 	// Registered with the lease keeper, which cancels it when the lease is lost or ShutdownTimeout ends.
 	w.leases.add(lease, q.Name, cancel)
 	defer w.leases.remove(lease)
-	if w.hardCtx().Err() != nil {
+	if w.hardStopCtx.Err() != nil {
 		cancel(errShutdown) // the hard stop came between the claim and the registration
 	}
 
@@ -378,7 +378,3 @@ func (w *Worker) startSpan(ctx, mctx context.Context, m *delivery, j *job.Job) (
 	}
 	return ctx, span
 }
-
-// traceParentOf is the W3C traceparent of sc as propagation.TraceContext writes it (version 00, the
-// sampled and random flags), formatted directly: it runs for every claim, and the propagator's carrier
-// map and context cost several allocations.

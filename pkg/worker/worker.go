@@ -327,6 +327,3 @@ func (w *Worker) run(ctx context.Context) error {
 	w.log.Info("worker stopped")
 	return runErr
 }
-
-// hardCtx is done when ShutdownTimeout has run out.
-func (w *Worker) hardCtx() context.Context { return w.hardStopCtx }
