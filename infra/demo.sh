@@ -6,6 +6,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 cd "$root"
 export PUBQ_RUN_DIR="$root/.run/demo"
+source infra/lib.sh # free_port
 infra/stack.sh down >/dev/null 2>&1 || true # a stack left by an interrupted or kept demo: stop, never orphan it
 rm -rf "$PUBQ_RUN_DIR"
 mkdir -p "$PUBQ_RUN_DIR"
@@ -28,7 +29,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 echo "▶ starting the Pub/Sub emulator and a throwaway PostgreSQL"
 eval "$(infra/stack.sh up)"

@@ -196,7 +196,7 @@ queues:
 	pubDone := make(chan struct{})
 	go func() {
 		defer close(pubDone)
-		pubErr = publishKind(ctx, client, "flood-bulk", "bench.bulk", "bulk", flood)
+		pubErr = publishN(ctx, client, "flood-bulk", "bench.bulk", fmt.Sprintf("bulk-%x", runStart), flood, 0)
 	}()
 	floodStart := time.Now()
 	if err := critical(ctx, "flood", func() bool { return bulkDone.Load() >= int64(flood) || time.Since(floodStart) > 5*time.Minute }); err != nil {
@@ -233,22 +233,4 @@ func pct(d []time.Duration) (n int, p50, p99 float64) {
 	}
 	slices.Sort(d)
 	return len(d), float64(d[len(d)/2]) / 1e6, float64(d[len(d)*99/100]) / 1e6
-}
-
-// publishKind publishes n jobs of kind as fast as the client batches them.
-func publishKind(ctx context.Context, client *pubsub.Client, topic, kind, prefix string, n int) error {
-	p := client.Publisher(topic)
-	defer p.Stop()
-	p.PublishSettings.CountThreshold = 500
-	results := make([]*pubsub.PublishResult, 0, n)
-	for i := range n {
-		data := fmt.Appendf(nil, `{"sent":%d}`, time.Now().UnixNano())
-		results = append(results, p.Publish(ctx, &pubsub.Message{Data: data, Attributes: map[string]string{job.AttrKind: kind, job.AttrKey: fmt.Sprintf("%s-%x-%d", prefix, runStart, i)}}))
-	}
-	for _, r := range results {
-		if _, err := r.Get(ctx); err != nil {
-			return err
-		}
-	}
-	return nil
 }

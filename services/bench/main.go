@@ -361,7 +361,7 @@ queues:
 	res := Result{Mode: mode, Round: round, Messages: o.messages}
 
 	// Throughput: pre-publish the backlog, then drain it.
-	if err := publishN(ctx, client, qcfg.Queues[0].Topic, id+"-t", o.messages, 0); err != nil {
+	if err := publishN(ctx, client, qcfg.Queues[0].Topic, "bench.noop", id+"-t", o.messages, 0); err != nil {
 		return res, err
 	}
 	srv := findServers()
@@ -424,7 +424,7 @@ queues:
 	// Latency: steady publishing while consuming.
 	phase.Store(1)
 	if latTotal > 0 {
-		if err := publishN(ctx, client, qcfg.Queues[0].Topic, id+"-l", int(latTotal), o.rate); err != nil {
+		if err := publishN(ctx, client, qcfg.Queues[0].Topic, "bench.noop", id+"-l", int(latTotal), o.rate); err != nil {
 			stop()
 			return res, err
 		}
@@ -437,17 +437,12 @@ queues:
 	<-errc
 	latMu.Lock()
 	defer latMu.Unlock()
-	slices.Sort(lats)
-	res.LatencyJobs = len(lats)
-	if len(lats) > 0 {
-		res.P50ms = float64(lats[len(lats)/2]) / 1e6
-		res.P99ms = float64(lats[len(lats)*99/100]) / 1e6
-	}
+	res.LatencyJobs, res.P50ms, res.P99ms = pct(lats)
 	return res, nil
 }
 
 // publishN publishes n jobs (distinct keys) whose data carries the publish time; rate 0 = as fast as possible.
-func publishN(ctx context.Context, client *pubsub.Client, topic, prefix string, n, rate int) error {
+func publishN(ctx context.Context, client *pubsub.Client, topic, kind, prefix string, n, rate int) error {
 	p := client.Publisher(topic)
 	defer p.Stop()
 	p.PublishSettings.CountThreshold = 500
@@ -462,7 +457,7 @@ func publishN(ctx context.Context, client *pubsub.Client, topic, prefix string, 
 		}
 		data := fmt.Appendf(nil, `{"sent":%d}`, time.Now().UnixNano())
 		results = append(results, p.Publish(ctx, &pubsub.Message{Data: data,
-			Attributes: map[string]string{job.AttrKind: "bench.noop", job.AttrKey: fmt.Sprintf("%s-%d", prefix, i)}}))
+			Attributes: map[string]string{job.AttrKind: kind, job.AttrKey: fmt.Sprintf("%s-%d", prefix, i)}}))
 	}
 	for _, r := range results {
 		if _, err := r.Get(ctx); err != nil {
