@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/pubq/pubq/pkg/job"
+	"github.com/pubq/pubq/pkg/store"
 	"github.com/pubq/pubq/pkg/telemetry"
 )
 
@@ -149,62 +150,23 @@ func writeAudit(ctx context.Context, tx pgx.Tx, actor, action string, rows []aud
 	return nil
 }
 
-// outboxMsg is a row for pubq.outbox.
-type outboxMsg struct {
-	key, topic  string
-	data        []byte
-	attrs       map[string]string
-	traceParent string
-}
-
-// insertOutbox writes messages due now and wakes the relays at commit (NOTIFY is transactional).
-func insertOutbox(ctx context.Context, tx pgx.Tx, msgs []outboxMsg) ([]int64, error) {
-	if len(msgs) == 0 {
-		return nil, nil
-	}
-	n := len(msgs)
-	keys, topics, datas, attrs, tps := make([]string, n), make([]string, n), make([][]byte, n), make([]string, n), make([]string, n)
-	for i, m := range msgs {
-		b, err := json.Marshal(m.attrs)
-		if err != nil {
-			return nil, err
-		}
-		keys[i], topics[i], datas[i], attrs[i], tps[i] = m.key, m.topic, m.data, string(b), m.traceParent
-	}
-	rows, err := tx.Query(ctx, `INSERT INTO pubq.outbox (job_key, topic, data, attributes, trace_parent)
-		SELECT r.k, r.t, r.d, r.a::jsonb, nullif(r.tp, '')
-		FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[]) WITH ORDINALITY AS r(k, t, d, a, tp, n)
-		ORDER BY r.n RETURNING id`, keys, topics, datas, attrs, tps)
-	if err != nil {
-		return nil, fmt.Errorf("writing outbox: %w", err)
-	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-	if err != nil {
-		return nil, fmt.Errorf("writing outbox: %w", err)
-	}
-	if _, err := tx.Exec(ctx, `SELECT pg_notify('pubq_outbox', '')`); err != nil {
-		return nil, fmt.Errorf("notifying relays: %w", err)
-	}
-	return ids, nil
-}
-
 // message builds the delivery of a job to its queue's topic from the stored row: the wire envelope of
 // job.Encode, attempt (0: absent, a fresh start) and a link to the previous attempt's trace.
-func (i *Inspector) message(ctx context.Context, r jobRow, attempt int, spanName string) (outboxMsg, error) {
+func (i *Inspector) message(ctx context.Context, r jobRow, attempt int, spanName string) (store.OutboxMessage, error) {
 	if i.cfg == nil {
-		return outboxMsg{}, errors.New("no queue configuration loaded")
+		return store.OutboxMessage{}, errors.New("no queue configuration loaded")
 	}
 	q, ok := i.cfg.Queue(r.queue)
 	if !ok {
-		return outboxMsg{}, fmt.Errorf("queue %q is not in the queue configuration", r.queue)
+		return store.OutboxMessage{}, fmt.Errorf("queue %q is not in the queue configuration", r.queue)
 	}
 	if r.payload == nil {
-		return outboxMsg{}, errors.New("no payload is stored for this job")
+		return store.OutboxMessage{}, errors.New("no payload is stored for this job")
 	}
 	j := &job.Job{ID: r.id, Kind: r.kind, Key: r.key, Payload: r.payload, EnqueuedAt: r.enqueuedAt, Attempt: attempt}
 	data, attrs, err := j.Encode()
 	if err != nil {
-		return outboxMsg{}, fmt.Errorf("stored job does not encode: %w", err)
+		return store.OutboxMessage{}, fmt.Errorf("stored job does not encode: %w", err)
 	}
 	if r.traceParent != "" {
 		attrs[job.AttrPrevTraceParent] = r.traceParent
@@ -217,7 +179,7 @@ func (i *Inspector) message(ctx context.Context, r jobRow, attempt int, spanName
 	}
 	_, span := i.tracer.Start(ctx, spanName, opts...)
 	span.End()
-	return outboxMsg{key: r.key, topic: q.Topic, data: data, attrs: attrs, traceParent: telemetry.TraceParent(span.SpanContext())}, nil
+	return store.OutboxMessage{JobKey: r.key, Topic: q.Topic, Data: data, Attributes: attrs, TraceParent: telemetry.TraceParent(span.SpanContext())}, nil
 }
 
 func truncErr(s string) string { return job.Truncate(s, 1024) }
@@ -260,11 +222,11 @@ func (i *Inspector) RetryNow(ctx context.Context, actor, key string) (*ActionRes
 				if err != nil {
 					return fmt.Errorf("job %q has no pending delivery and a new one cannot be built: %w", key, err)
 				}
-				if ids, err = insertOutbox(ctx, tx, []outboxMsg{m}); err != nil {
+				if ids, err = store.InsertOutbox(ctx, tx, m); err != nil {
 					return err
 				}
 				detail["outbox"] = "rewritten"
-			} else if _, err := tx.Exec(ctx, `SELECT pg_notify('pubq_outbox', '')`); err != nil {
+			} else if err := store.NotifyOutbox(ctx, tx); err != nil {
 				return err
 			}
 			aj.To, aj.Changed = StateScheduled, true
@@ -367,7 +329,7 @@ func (i *Inspector) ReplayProgress(ctx context.Context, actor string, f Filter, 
 // replayRows replays locked dead rows in tx and returns the audit rows; a row that cannot be
 // republished (no payload, unknown queue) is left dead and reported.
 func (i *Inspector) replayRows(ctx context.Context, tx pgx.Tx, rows []jobRow, res *ActionResult) ([]auditRow, error) {
-	var msgs []outboxMsg
+	var msgs []store.OutboxMessage
 	var keys []string
 	var audits []auditRow
 	for _, r := range rows {
@@ -383,7 +345,7 @@ func (i *Inspector) replayRows(ctx context.Context, tx pgx.Tx, rows []jobRow, re
 		res.add(aj)
 		msgs, keys = append(msgs, m), append(keys, r.key)
 		audits = append(audits, auditRow{r.key, map[string]any{"result": "replayed", "from": r.state, "dead_reason": r.deadReason,
-			"last_error": truncErr(r.lastError), "attempts": r.attempt, "prev_traceparent": r.traceParent, "topic": m.topic}})
+			"last_error": truncErr(r.lastError), "attempts": r.attempt, "prev_traceparent": r.traceParent, "topic": m.Topic}})
 	}
 	if len(keys) == 0 {
 		return audits, nil
@@ -398,7 +360,7 @@ func (i *Inspector) replayRows(ctx context.Context, tx pgx.Tx, rows []jobRow, re
 		// Cannot happen under FOR UPDATE; refuse rather than publish a job that did not change.
 		return nil, fmt.Errorf("replay changed %d of %d locked jobs", tag.RowsAffected(), len(keys))
 	}
-	if _, err := insertOutbox(ctx, tx, msgs); err != nil {
+	if _, err := store.InsertOutbox(ctx, tx, msgs...); err != nil {
 		return nil, err
 	}
 	return audits, nil

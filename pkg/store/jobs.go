@@ -223,13 +223,18 @@ type OutboxMessage struct {
 	Attempts    int       // publish attempts so far (read side)
 }
 
-func insertOutbox(ctx context.Context, q Querier, msgs ...OutboxMessage) error {
+// InsertOutbox writes msgs to pubq.outbox and wakes the relays when the transaction commits (NOTIFY is
+// transactional), in one round trip. It returns the rows' ids in msgs' order.
+func InsertOutbox(ctx context.Context, q Querier, msgs ...OutboxMessage) ([]int64, error) {
+	if len(msgs) == 0 {
+		return nil, nil
+	}
 	n := len(msgs)
 	keys, topics, datas, attrs, tps, ats := make([]string, n), make([]string, n), make([][]byte, n), make([]string, n), make([]string, n), make([]*time.Time, n)
 	for i, m := range msgs {
 		a, err := json.Marshal(m.Attributes)
 		if err != nil {
-			return fmt.Errorf("pubq: writing outbox: %w", err)
+			return nil, fmt.Errorf("pubq: writing outbox: %w", err)
 		}
 		keys[i], topics[i], datas[i], attrs[i], tps[i] = m.JobKey, m.Topic, m.Data, string(a), m.TraceParent
 		if !m.AvailableAt.IsZero() {
@@ -237,20 +242,36 @@ func insertOutbox(ctx context.Context, q Querier, msgs ...OutboxMessage) error {
 			ats[i] = &t
 		}
 	}
-	_, err := q.Exec(ctx, `INSERT INTO pubq.outbox (job_key, topic, data, attributes, trace_parent, available_at)
+	batch := &pgx.Batch{}
+	batch.Queue(`INSERT INTO pubq.outbox (job_key, topic, data, attributes, trace_parent, available_at)
 		SELECT nullif(r.k, ''), r.t, r.d, r.a::jsonb, nullif(r.tp, ''), coalesce(r.at, now())
 		FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::timestamptz[]) WITH ORDINALITY AS r(k, t, d, a, tp, at, n)
-		ORDER BY r.n`, keys, topics, datas, attrs, tps, ats)
+		ORDER BY r.n RETURNING id`, keys, topics, datas, attrs, tps, ats)
+	batch.Queue(notifySQL)
+	br := q.SendBatch(ctx, batch)
+	defer br.Close()
+	rows, err := br.Query()
 	if err != nil {
-		return fmt.Errorf("pubq: writing outbox: %w", err)
+		return nil, fmt.Errorf("pubq: writing outbox: %w", err)
 	}
-	return nil
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, fmt.Errorf("pubq: writing outbox: %w", err)
+	}
+	if _, err := br.Exec(); err != nil {
+		return nil, fmt.Errorf("pubq: notifying relays: %w", err)
+	}
+	return ids, br.Close()
 }
 
-// notifyOutbox wakes relays when the transaction commits (NOTIFY is transactional).
-func notifyOutbox(ctx context.Context, q Querier) error {
-	_, err := q.Exec(ctx, `SELECT pg_notify('pubq_outbox', '')`)
-	return err
+const notifySQL = `SELECT pg_notify('pubq_outbox', '')`
+
+// NotifyOutbox wakes the relays when the transaction commits, for rows already in the outbox.
+func NotifyOutbox(ctx context.Context, q Querier) error {
+	if _, err := q.Exec(ctx, notifySQL); err != nil {
+		return fmt.Errorf("pubq: notifying relays: %w", err)
+	}
+	return nil
 }
 
 // Outcome of a failed attempt, as recorded by Finish.
@@ -332,10 +353,10 @@ func FailTx(ctx context.Context, tx pgx.Tx, f Failure) (time.Time, error) {
 	m := f.Message
 	m.JobKey = f.Key
 	m.AvailableAt = runAt
-	if err := insertOutbox(ctx, tx, m); err != nil {
+	if _, err := InsertOutbox(ctx, tx, m); err != nil {
 		return time.Time{}, err
 	}
-	return runAt, notifyOutbox(ctx, tx)
+	return runAt, nil
 }
 
 // DeadLetter dead-letters a delivery that is not a runnable job (undecodable, or a kind this worker has no
@@ -354,10 +375,8 @@ func (s *Store) DeadLetter(ctx context.Context, key, queue, kind, reason, errTex
 			}
 		}
 		m.JobKey = key
-		if err := insertOutbox(ctx, tx, m); err != nil {
-			return err
-		}
-		return notifyOutbox(ctx, tx)
+		_, err := InsertOutbox(ctx, tx, m)
+		return err
 	})
 }
 
@@ -475,13 +494,8 @@ func Enqueue(ctx context.Context, q Querier, jobs []NewJob) ([]EnqueueResult, er
 		}
 		msgs = append(msgs, m)
 	}
-	if len(msgs) > 0 {
-		if err := insertOutbox(ctx, q, msgs...); err != nil {
-			return nil, err
-		}
-		if err := notifyOutbox(ctx, q); err != nil {
-			return nil, fmt.Errorf("pubq: enqueueing: %w", err)
-		}
+	if _, err := InsertOutbox(ctx, q, msgs...); err != nil {
+		return nil, err
 	}
 	return out, nil
 }

@@ -195,13 +195,8 @@ func (s *Store) Rescue(ctx context.Context, grace time.Duration, limit int, targ
 			msgs = append(msgs, m)
 			out = append(out, x.r)
 		}
-		if len(msgs) == 0 {
-			return nil
-		}
-		if err := insertOutbox(ctx, tx, msgs...); err != nil {
-			return err
-		}
-		return notifyOutbox(ctx, tx)
+		_, err = InsertOutbox(ctx, tx, msgs...)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("pubq: rescuing stuck jobs: %w", err)
