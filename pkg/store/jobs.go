@@ -182,30 +182,27 @@ func CompleteTx(ctx context.Context, tx pgx.Tx, l Lease) error {
 	return nil
 }
 
-// RenewLeases extends the leases of running jobs in one statement; it returns the keys whose lease was
-// lost (fence moved on or job no longer running), whose handlers must stop.
-func (s *Store) RenewLeases(ctx context.Context, leases []Lease, lease time.Duration) (lost []string, err error) {
+// RenewLeases extends the leases of running jobs in one statement; it returns the leases it could not
+// renew (fence moved on or job no longer running), whose handlers must stop. Leases are matched on key
+// and fence, so a stale run of a key is not renewed by a newer one.
+func (s *Store) RenewLeases(ctx context.Context, leases []Lease, lease time.Duration) (lost []Lease, err error) {
 	if len(leases) == 0 {
 		return nil, nil
 	}
 	keys, fences := leaseArgs(leases)
 	rows, err := s.pool.Query(ctx, `UPDATE pubq.jobs j SET lease_until = now() + make_interval(secs => $3)
 		FROM unnest($1::text[], $2::bigint[]) AS c(k, f)
-		WHERE j.key = c.k AND j.fence = c.f AND j.state = 'running' RETURNING j.key`, keys, fences, lease.Seconds())
+		WHERE j.key = c.k AND j.fence = c.f AND j.state = 'running' RETURNING j.key, j.fence`, keys, fences, lease.Seconds())
 	if err != nil {
 		return nil, fmt.Errorf("pubq: renewing leases: %w", err)
 	}
-	names := make([]string, len(leases))
-	for i, l := range leases {
-		names[i] = l.Key
-	}
-	ok, err := matchKeys(rows, names)
+	renewed, err := collectLeases(rows)
 	if err != nil {
 		return nil, fmt.Errorf("pubq: renewing leases: %w", err)
 	}
-	for i, k := range names {
-		if !ok[i] {
-			lost = append(lost, k)
+	for _, l := range leases {
+		if !renewed[l] {
+			lost = append(lost, l)
 		}
 	}
 	return lost, nil

@@ -116,9 +116,9 @@ func (k *leaseKeeper) renew(ctx context.Context) {
 		}
 		return
 	}
-	lostSet := map[string]bool{}
-	for _, key := range lost {
-		lostSet[key] = true
+	lostSet := make(map[store.Lease]bool, len(lost))
+	for _, l := range lost {
+		lostSet[l] = true
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -127,7 +127,7 @@ func (k *leaseKeeper) renew(ctx context.Context) {
 		if !ok {
 			continue // finished meanwhile
 		}
-		if lostSet[l.Key] {
+		if lostSet[l] {
 			k.metrics.LeaseLost(ctx, e.queue)
 			e.cancel(ErrLeaseLost)
 			continue
