@@ -174,16 +174,15 @@ func (s *Store) Rescue(ctx context.Context, grace time.Duration, limit int, targ
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		var msgs []OutboxMessage
-		for _, x := range got {
-			if _, err := tx.Exec(ctx, `INSERT INTO pubq.attempts (job_key, attempt, fence, worker, started_at, outcome, error, trace_parent)
-				VALUES ($1, $2, $3, nullif($4, ''), $5, 'lost', $6, nullif($7, '')) ON CONFLICT DO NOTHING`,
-				x.r.Key, x.r.Attempt, x.fence, x.owner, x.startedAt, x.lastE, x.tp); err != nil {
-				return err
-			}
+		// The lost attempts, in one statement: the rows stay locked until the transaction ends.
+		n := len(got)
+		keys, attempts, fences, owners, starts, errs, tps := make([]string, n), make([]int32, n), make([]int64, n),
+			make([]string, n), make([]*time.Time, n), make([]string, n), make([]string, n)
+		msgs := make([]OutboxMessage, 0, n)
+		for i, x := range got {
+			keys[i], attempts[i], fences[i], owners[i], starts[i], errs[i], tps[i] = x.r.Key, int32(x.r.Attempt), x.fence, x.owner, x.startedAt, x.lastE, x.tp
 			t := targets[x.r.Queue]
-			m := OutboxMessage{JobKey: x.r.Key, Topic: t.Topic, Data: x.payload, TraceParent: x.tp,
-				Attributes: t.Attributes(x.r.Key, x.id, x.r.Kind, x.r.Attempt+1, x.enqueuedAt)}
+			m := OutboxMessage{JobKey: x.r.Key, Topic: t.Topic, Data: x.payload, TraceParent: x.tp}
 			if x.r.Dead {
 				m.Topic = t.DeadLetterTopic
 				m.Attributes = t.Attributes(x.r.Key, x.id, x.r.Kind, x.r.Attempt, x.enqueuedAt)
@@ -191,9 +190,19 @@ func (s *Store) Rescue(ctx context.Context, grace time.Duration, limit int, targ
 				m.Attributes[job.AttrDeadError] = "worker lost during the last attempt"
 				m.Attributes[job.AttrDeadAttempts] = fmt.Sprint(x.r.Attempt)
 				m.Attributes[job.AttrDeadQueue] = x.r.Queue
+			} else {
+				m.Attributes = t.Attributes(x.r.Key, x.id, x.r.Kind, x.r.Attempt+1, x.enqueuedAt)
 			}
 			msgs = append(msgs, m)
 			out = append(out, x.r)
+		}
+		if n > 0 {
+			if _, err := tx.Exec(ctx, `INSERT INTO pubq.attempts (job_key, attempt, fence, worker, started_at, outcome, error, trace_parent)
+				SELECT r.k, r.a, r.f, nullif(r.w, ''), r.s, 'lost', r.e, nullif(r.tp, '')
+				FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[], $5::timestamptz[], $6::text[], $7::text[]) AS r(k, a, f, w, s, e, tp)
+				ON CONFLICT DO NOTHING`, keys, attempts, fences, owners, starts, errs, tps); err != nil {
+				return err
+			}
 		}
 		_, err = InsertOutbox(ctx, tx, msgs...)
 		return err
