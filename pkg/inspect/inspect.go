@@ -151,7 +151,7 @@ func TraceID(traceparent string) string {
 }
 
 // lostPrefix is how store.Rescue marks an attempt whose worker vanished.
-const lostPrefix = "worker lost"
+const lostPrefix = store.LostErrorPrefix
 
 // Job returns the job with key, or ErrNotFound. The payload is read only when withPayload is true.
 func (i *Inspector) Job(ctx context.Context, key string, withPayload bool) (*JobInfo, error) {

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/pubq/pubq/pkg/store"
 )
 
 // QueueStats summarises one queue.
@@ -149,13 +151,8 @@ func (i *Inspector) Stats(ctx context.Context, window time.Duration) (*Stats, er
 		if err != nil {
 			return err
 		}
-		var oldest float64
-		if err := tx.QueryRow(ctx, `SELECT count(*), coalesce(extract(epoch FROM now() - min(available_at)), 0)::float8
-			FROM pubq.outbox WHERE available_at <= now()`).Scan(&st.OutboxDue, &oldest); err != nil {
-			return err
-		}
-		st.OutboxOldest = time.Duration(oldest * float64(time.Second))
-		return nil
+		st.OutboxDue, st.OutboxOldest, err = store.OutboxBacklog(ctx, tx)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("pubq: queue stats: %w", err)

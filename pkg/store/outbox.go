@@ -85,8 +85,13 @@ func (s *Store) Relay(ctx context.Context, limit int, publish PublishFunc, retry
 
 // OutboxStats reports the outbox backlog: due messages, and the age of the oldest due one.
 func (s *Store) OutboxStats(ctx context.Context) (backlog int64, oldest time.Duration, err error) {
+	return OutboxBacklog(ctx, s.pool)
+}
+
+// OutboxBacklog is OutboxStats through q (inside a caller's snapshot, say).
+func OutboxBacklog(ctx context.Context, q Querier) (backlog int64, oldest time.Duration, err error) {
 	var secs float64
-	err = s.pool.QueryRow(ctx, `SELECT count(*), coalesce(extract(epoch FROM now() - min(available_at)), 0)::float8
+	err = q.QueryRow(ctx, `SELECT count(*), coalesce(extract(epoch FROM now() - min(available_at)), 0)::float8
 		FROM pubq.outbox WHERE available_at <= now()`).Scan(&backlog, &secs)
 	if err != nil {
 		return 0, 0, fmt.Errorf("pubq: outbox stats: %w", err)
@@ -109,6 +114,9 @@ func (s *Store) Prune(ctx context.Context, queue string, keep time.Duration, bat
 	}
 	return int(tag.RowsAffected()), nil
 }
+
+// LostErrorPrefix starts the last error Rescue records for an attempt whose worker vanished.
+const LostErrorPrefix = "worker lost"
 
 // Rescued is a job whose worker vanished, put back by Rescue.
 type Rescued struct {
@@ -143,7 +151,7 @@ func (s *Store) Rescue(ctx context.Context, grace time.Duration, limit int, targ
 				state = CASE WHEN j.max_attempts > 0 AND j.attempt >= j.max_attempts THEN 'dead' ELSE 'scheduled' END,
 				finished_at = CASE WHEN j.max_attempts > 0 AND j.attempt >= j.max_attempts THEN now() END,
 				dead_reason = CASE WHEN j.max_attempts > 0 AND j.attempt >= j.max_attempts THEN 'exhausted' END,
-				last_error = 'worker lost: lease expired at ' || due.lease_until::text,
+				last_error = '`+LostErrorPrefix+`: lease expired at ' || due.lease_until::text,
 				run_at = now(), lease_owner = NULL, lease_until = NULL, fence = j.fence + 1
 			FROM due WHERE j.key = due.key
 			RETURNING j.key, j.id, j.queue, j.kind, j.attempt, j.state = 'dead', coalesce(j.payload, '\x7b7d'::bytea),
