@@ -44,7 +44,9 @@ type Config struct {
 	Trace bool
 }
 
-func (c *Config) validate() error {
+// Validate reports a configuration mistake (Open checks the same), so a command can tell it from a
+// failure to connect.
+func (c *Config) Validate() error {
 	switch {
 	case c.URL == "" && c.CloudSQLInstance == "":
 		return errors.New("pubq: store: set URL (PUBQ_DATABASE_URL) or CloudSQLInstance (PUBQ_CLOUDSQL_INSTANCE)")
@@ -70,7 +72,7 @@ type Store struct {
 
 // Open connects and checks the connection. Call Migrate before first use of a new database.
 func Open(ctx context.Context, cfg Config) (*Store, error) {
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	var pc *pgxpool.Config

@@ -254,11 +254,11 @@ func (c *cli) open() (*store.Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := cfg.Validate(); err != nil {
+		return nil, usageError{err}
+	}
 	st, err := store.Open(c.ctx, cfg)
 	if err != nil {
-		if strings.Contains(err.Error(), "set ") {
-			return nil, usageError{err} // a configuration mistake the store caught
-		}
 		return nil, err
 	}
 	c.st = st
