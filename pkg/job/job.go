@@ -172,17 +172,32 @@ func (j *Job) Validate() error {
 	if err := ValidateKey(j.Key); err != nil {
 		return err
 	}
-	if len(j.ID) > 128 {
-		return &DecodeError{AttrID, "longer than 128 bytes"}
+	if err := ValidateID(j.ID); err != nil {
+		return err
 	}
 	return ValidatePayload(j.Payload)
 }
 
-// Encode returns the Pub/Sub data and attributes of j.
+// ValidateID checks a job id's length.
+func ValidateID(id string) error {
+	if len(id) > 128 {
+		return &DecodeError{AttrID, "longer than 128 bytes"}
+	}
+	return nil
+}
+
+// Encode returns the Pub/Sub data and attributes of j after validating it.
 func (j *Job) Encode() (data []byte, attrs map[string]string, err error) {
 	if err := j.Validate(); err != nil {
 		return nil, nil, err
 	}
+	data, attrs = j.Envelope()
+	return data, attrs, nil
+}
+
+// Envelope returns the Pub/Sub data and attributes of j without validating it, for a caller that has
+// already checked every field (Encode is the checked form).
+func (j *Job) Envelope() (data []byte, attrs map[string]string) {
 	attrs = make(map[string]string, len(j.Attributes)+6)
 	for k, v := range j.Attributes {
 		attrs[k] = v
@@ -199,7 +214,7 @@ func (j *Job) Encode() (data []byte, attrs map[string]string, err error) {
 	if j.Attempt > 1 {
 		attrs[AttrAttempt] = strconv.Itoa(j.Attempt)
 	}
-	return j.Payload, attrs, nil
+	return j.Payload, attrs
 }
 
 // Decode parses a Pub/Sub message into a Job. publishTime fills EnqueuedAt when the attribute is absent.

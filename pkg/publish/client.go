@@ -206,7 +206,6 @@ func (c *Client) enqueue(ctx context.Context, q store.Querier, rs []Request) ([]
 	now := c.cfg.Now()
 	tp := telemetry.TraceParent(span.SpanContext())
 	jobs := make([]store.NewJob, 0, len(rs))
-	routed := make([]*queue.Queue, len(rs))
 	index := map[string]int{} // key → position in jobs: one job per key even within a batch
 	pos := make([]int, len(rs))
 	for i, r := range rs {
@@ -214,7 +213,6 @@ func (c *Client) enqueue(ctx context.Context, q store.Querier, rs []Request) ([]
 		if err != nil {
 			return nil, c.fail(span, fmt.Errorf("job %d (key %q): %w", i, r.Key, err))
 		}
-		routed[i] = q
 		if len(r.Payload) == 0 {
 			r.Payload = json.RawMessage("{}")
 		}
@@ -233,10 +231,11 @@ func (c *Client) enqueue(ctx context.Context, q store.Querier, rs []Request) ([]
 		}
 		id := c.cfg.NewID()
 		j := &job.Job{ID: id, Kind: r.Kind, Key: r.Key, Payload: r.Payload, EnqueuedAt: now, Attributes: r.Attributes}
-		data, attrs, err := j.Encode()
-		if err != nil {
+		// Prepare checked kind, key, payload and attributes; only the id is new.
+		if err := job.ValidateID(id); err != nil {
 			return nil, c.fail(span, fmt.Errorf("job %d (key %q): %w", i, r.Key, err))
 		}
+		data, attrs := j.Envelope()
 		index[r.Key] = len(jobs)
 		pos[i] = len(jobs)
 		jobs = append(jobs, store.NewJob{Key: r.Key, ID: id, Queue: q.Name, Kind: r.Kind, Topic: q.Topic, Payload: data,
@@ -249,7 +248,7 @@ func (c *Client) enqueue(ctx context.Context, q store.Querier, rs []Request) ([]
 	out := make([]Result, len(rs))
 	for i, r := range rs {
 		sr := res[pos[i]]
-		out[i] = Result{ID: sr.ID, Key: r.Key, Kind: r.Kind, Queue: routed[i].Name, State: sr.State, Duplicate: sr.Duplicate}
+		out[i] = Result{ID: sr.ID, Key: r.Key, Kind: r.Kind, Queue: jobs[pos[i]].Queue, State: sr.State, Duplicate: sr.Duplicate}
 		if i != pos[i] && !sr.Duplicate {
 			out[i].Duplicate = true // the same key earlier in this batch
 		}
