@@ -139,14 +139,15 @@ func (r *renderer) trace(t *Trace) {
 	const durW = 9
 
 	// Ruler: 0 at the bar's left edge, the trace's length at its right edge.
-	total := formatDuration(t.Duration())
+	dur := t.Duration() // scans every span: once per trace, not per row
+	total := formatDuration(dur)
 	ruler := "0" + strings.Repeat(" ", max(1, r.opts.BarWidth-1-len(total))) + total
 	r.printf("  %s  %s  %s  %s\n", pad("", nameW), pad("", svcW), pad("", durW), " "+ruler)
 
 	for _, row := range rows {
 		s := row.span
 		line := fmt.Sprintf("  %s  %s  %s  |%s|", pad(row.name, nameW), pad(s.Service, svcW),
-			padLeft(formatDuration(s.Duration), durW), bar(s, start, t.Duration(), r.opts.BarWidth))
+			padLeft(formatDuration(s.Duration), durW), bar(s, start, dur, r.opts.BarWidth))
 		if s.Error {
 			line += "  ERROR"
 			if s.Status != "" {
