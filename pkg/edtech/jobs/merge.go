@@ -75,11 +75,7 @@ func MergePair(ctx context.Context, tx pgx.Tx, req merge.MergeRequest, opts Merg
 	}
 	rep := res.Report
 	if opts.Verify && !rep.DryRun && rep.AlreadyMergedInto == 0 {
-		verify := merge.Verify
-		if opts.VerifyDatabase {
-			verify = merge.VerifyDatabase
-		}
-		if err := verify(ctx, tx, rep.SurvivorID, rep.DuplicateID, rep); err != nil {
+		if err := merge.VerifyReport(ctx, tx, rep, opts.VerifyDatabase); err != nil {
 			return nil, err
 		}
 		res.Verified = true

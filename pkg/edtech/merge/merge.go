@@ -71,7 +71,7 @@ func Merge(ctx context.Context, tx pgx.Tx, survivorID, duplicateID int64, opts O
 	if err != nil {
 		return nil, err
 	}
-	rep := &Report{SurvivorID: survivorID, DuplicateID: duplicateID, DryRun: opts.DryRun, Tables: []TableReport{}}
+	rep := &Report{SurvivorID: survivorID, DuplicateID: duplicateID, DryRun: opts.DryRun, Tables: []TableReport{}, graph: g}
 
 	into, err := lockPair(ctx, tx, g, survivorID, duplicateID)
 	if err != nil {

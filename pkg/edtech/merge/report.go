@@ -22,6 +22,10 @@ type Report struct {
 	// Folds lists every row deleted by a fold, in the order deleted: Verify checks the children of
 	// exactly these keys (and of the kept rows) instead of sweeping their tables.
 	Folds []Fold `json:"folds,omitempty"`
+
+	// graph is the foreign-key graph the merge read from the catalog, for VerifyReport in the same
+	// transaction.
+	graph *graph
 }
 
 // TableReport is one table's part of a merge.
