@@ -74,6 +74,8 @@ type options struct {
 	bulkStreams  int
 	rawCritical  bool
 	warmup       int
+	subs         int
+	window       int
 }
 
 // Result is one mode's measurement.
@@ -97,6 +99,8 @@ type Report struct {
 	Streams     int                `json:"streams"`
 	Outstanding int                `json:"max_outstanding"`
 	Rate        int                `json:"latency_rate"`
+	Queues      int                `json:"queues"`
+	Window      int                `json:"window,omitempty"`
 	Results     []Result           `json:"results"`
 	Ratios      map[string]float64 `json:"ratios"`         // median jobs/s of a mode ÷ median jobs/s of raw
 	CPUPerJobUS map[string]float64 `json:"cpu_us_per_job"` // median CPU µs per job of each mode
@@ -109,6 +113,8 @@ func main() {
 	flag.IntVar(&o.messages, "messages", 60000, "messages per throughput phase")
 	flag.IntVar(&o.streams, "streams", 32, "streaming pulls per mode (NumGoroutines); the emulator paces each at ~2k msg/s")
 	flag.IntVar(&o.outstanding, "outstanding", 2000, "max outstanding messages (flow control), same for every mode")
+	flag.IntVar(&o.window, "window", 0, "throughput phase: publish while consuming, at most this many messages ahead (0: pre-publish the whole backlog)")
+	flag.IntVar(&o.subs, "subscriptions", 1, "queues (topic + subscription each) the streams, outstanding messages and messages are split over")
 	flag.IntVar(&o.rate, "rate", 2000, "publish rate of the latency phase, msg/s")
 	flag.DurationVar(&o.latencyFor, "latency-for", 5*time.Second, "length of the latency phase")
 	flag.StringVar(&modes, "modes", "raw,pubq,pubq-traced", "modes to run, comma-separated (flood: critical latency idle vs a bulk flood)")
@@ -125,6 +131,10 @@ func main() {
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	memprofile := flag.String("memprofile", "", "write an allocation profile of the whole run to this file")
 	flag.Parse()
+	if o.subs < 1 || o.streams < o.subs || o.outstanding < o.subs || o.window < 0 {
+		fmt.Fprintln(os.Stderr, "bench: need 1 ≤ --subscriptions ≤ --streams and --outstanding, and --window ≥ 0")
+		os.Exit(2)
+	}
 	if *memprofile != "" {
 		runtime.MemProfileRate = 4096 // fine enough to count the hot path's allocations per job
 		defer writeHeapProfile(*memprofile)
@@ -165,7 +175,7 @@ func run(ctx context.Context, o options) error {
 		return fmt.Errorf("PUBSUB_EMULATOR_HOST and PUBQ_DATABASE_URL are required (use make bench)")
 	}
 	project := fmt.Sprintf("bench-%d", time.Now().UnixNano()%1e9)
-	rep := Report{Streams: o.streams, Outstanding: o.outstanding, Rate: o.rate, Ratios: map[string]float64{}, CPUPerJobUS: map[string]float64{}}
+	rep := Report{Streams: o.streams, Outstanding: o.outstanding, Rate: o.rate, Queues: o.subs, Window: o.window, Ratios: map[string]float64{}, CPUPerJobUS: map[string]float64{}}
 	if o.warmup > 0 {
 		// Every measured mode once, discarded: the emulator's JIT then has compiled the paths each one
 		// takes (a pubq mode holds messages longer than the raw loop), and Postgres has its tables warm.
@@ -245,7 +255,12 @@ func run(ctx context.Context, o options) error {
 			r.CPUPerJobUS, r.EmulatorUSPerJob, r.PostgresUSPerJob, r.LatencyJobs, r.P50ms, r.P99ms)
 	}
 	_ = tw.Flush()
-	fmt.Printf("\nstreams %d, max outstanding %d, latency phase %d msg/s for %s\n", o.streams, o.outstanding, o.rate, o.latencyFor)
+	backlog := "pre-published backlog"
+	if o.window > 0 {
+		backlog = fmt.Sprintf("published while consumed, at most %d ahead", o.window)
+	}
+	fmt.Printf("\nstreams %d, max outstanding %d over %d queue(s); throughput phase: %s; latency phase %d msg/s for %s\n",
+		o.streams, o.outstanding, o.subs, backlog, o.rate, o.latencyFor)
 	for _, k := range sortedKeys(rep.Ratios) {
 		fmt.Printf("ratio %-18s %.2f\n", k, rep.Ratios[k])
 	}
@@ -318,18 +333,19 @@ func runMode(ctx context.Context, o options, project, mode string, round int) (R
 		}
 		defer recv.Close()
 	}
-	cfgYAML := fmt.Sprintf(`version: 1
-queues:
-  bench:
-    topic: %[1]s
-    subscription: %[1]s-sub
-    dead_letter_topic: %[1]s-dead
-    dead_letter_subscription: %[1]s-dead-sub
+	cfgYAML := "version: 1\nqueues:\n"
+	for i := range o.subs {
+		cfgYAML += fmt.Sprintf(`  bench%[4]d:
+    topic: %[1]s-%[4]d
+    subscription: %[1]s-%[4]d-sub
+    dead_letter_topic: %[1]s-%[4]d-dead
+    dead_letter_subscription: %[1]s-%[4]d-dead-sub
     ack_deadline: 60s
     concurrency: %[2]d
     streams: %[3]d
-    kinds: [bench.noop]
-`, id, o.outstanding, o.streams)
+    kinds: [bench.noop%[4]d]
+`, id, o.outstanding/o.subs, o.streams/o.subs, i)
+	}
 	qcfg, err := queue.Parse([]byte(cfgYAML))
 	if err != nil {
 		return Result{}, err
@@ -337,14 +353,16 @@ queues:
 	if _, err := admin.Bootstrap(ctx, client, project, qcfg); err != nil {
 		return Result{}, err
 	}
-	defer deleteQueue(client, project, qcfg.Queues[0])
+	for _, q := range qcfg.Queues {
+		defer deleteQueue(client, project, q)
+	}
 	var consume consumer
 	var cleanup func()
 	switch mode {
 	case "raw":
-		consume = rawConsumer(client, qcfg.Queues[0].Subscription, o)
+		consume = rawConsumer(client, qcfg.Queues)
 	case "raw-claim":
-		consume, cleanup, err = rawClaimConsumer(ctx, client, qcfg.Queues[0], o)
+		consume, cleanup, err = rawClaimConsumer(ctx, client, qcfg.Queues, o)
 		if err != nil {
 			return Result{}, err
 		}
@@ -361,8 +379,13 @@ queues:
 	res := Result{Mode: mode, Round: round, Messages: o.messages}
 
 	// Throughput: pre-publish the backlog, then drain it.
-	if err := publishN(ctx, client, qcfg.Queues[0].Topic, "bench.noop", id+"-t", o.messages, 0); err != nil {
-		return res, err
+	var slots chan struct{}
+	if o.window == 0 {
+		if err := publishAll(ctx, client, qcfg.Queues, id+"-t", o.messages, 0); err != nil {
+			return res, err
+		}
+	} else {
+		slots = make(chan struct{}, o.window)
 	}
 	srv := findServers()
 	cpu0, emu0, pg0 := cpuTime(), treeCPU(srv.emulator), treeCPU(srv.postgres)
@@ -382,6 +405,9 @@ queues:
 		errc <- consume(cctx, func(sent int64) {
 			now := time.Now().UnixNano()
 			if phase.Load() == 0 {
+				if slots != nil {
+					<-slots
+				}
 				first.CompareAndSwap(0, now)
 				if n.Add(1) == total {
 					last.Store(now)
@@ -399,6 +425,10 @@ queues:
 			}
 		})
 	}()
+	pubErr := make(chan error, 1)
+	if slots != nil {
+		go func() { pubErr <- publishWindowed(ctx, client, qcfg.Queues, id+"-t", o.messages, slots) }()
+	}
 	// The first receipt is marked by the first done, which slightly favours nobody: both modes are
 	// measured the same way.
 	select {
@@ -424,7 +454,7 @@ queues:
 	// Latency: steady publishing while consuming.
 	phase.Store(1)
 	if latTotal > 0 {
-		if err := publishN(ctx, client, qcfg.Queues[0].Topic, "bench.noop", id+"-l", int(latTotal), o.rate); err != nil {
+		if err := publishAll(ctx, client, qcfg.Queues, id+"-l", int(latTotal), o.rate); err != nil {
 			stop()
 			return res, err
 		}
@@ -439,6 +469,57 @@ queues:
 	defer latMu.Unlock()
 	res.LatencyJobs, res.P50ms, res.P99ms = pct(lats)
 	return res, nil
+}
+
+// publishWindowed publishes n jobs round-robin over the queues' topics, each after taking a slot
+// that the consumer gives back when the job is done: at most cap(slots) jobs are ahead of it.
+func publishWindowed(ctx context.Context, client *pubsub.Client, qs []queue.Queue, prefix string, n int, slots chan struct{}) error {
+	pubs := make([]*pubsub.Publisher, len(qs))
+	for i, q := range qs {
+		pubs[i] = client.Publisher(q.Topic)
+		pubs[i].PublishSettings.CountThreshold = 500
+		pubs[i].PublishSettings.DelayThreshold = time.Millisecond
+		defer pubs[i].Stop()
+	}
+	results := make([]*pubsub.PublishResult, 0, n)
+	for i := range n {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		q := i % len(qs)
+		data := fmt.Appendf(nil, `{"sent":%d}`, time.Now().UnixNano())
+		results = append(results, pubs[q].Publish(ctx, &pubsub.Message{Data: data,
+			Attributes: map[string]string{job.AttrKind: qs[q].Kinds[0], job.AttrKey: fmt.Sprintf("%s-%d", prefix, i)}}))
+	}
+	for _, r := range results {
+		if _, err := r.Get(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// publishAll publishes n jobs spread evenly over the queues' topics, concurrently.
+func publishAll(ctx context.Context, client *pubsub.Client, qs []queue.Queue, prefix string, n, rate int) error {
+	errc := make(chan error, len(qs))
+	for i, q := range qs {
+		share := n / len(qs)
+		if i < n%len(qs) {
+			share++
+		}
+		go func() {
+			errc <- publishN(ctx, client, q.Topic, q.Kinds[0], fmt.Sprintf("%s-%d", prefix, i), share, max(rate/len(qs), min(rate, 1)))
+		}()
+	}
+	var first error
+	for range qs {
+		if err := <-errc; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 // publishN publishes n jobs (distinct keys) whose data carries the publish time; rate 0 = as fast as possible.
@@ -485,12 +566,9 @@ func sentOf(data []byte) int64 {
 	return v.Sent
 }
 
-func rawConsumer(client *pubsub.Client, sub string, o options) consumer {
+func rawConsumer(client *pubsub.Client, qs []queue.Queue) consumer {
 	return func(ctx context.Context, done func(int64)) error {
-		s := client.Subscriber(sub)
-		s.ReceiveSettings.NumGoroutines = o.streams
-		s.ReceiveSettings.MaxOutstandingMessages = o.outstanding
-		return s.Receive(ctx, func(_ context.Context, m *pubsub.Message) {
+		return receiveAll(ctx, client, qs, func(_ context.Context, _ queue.Queue, m *pubsub.Message) {
 			// The raw loop still parses what it received, as any consumer would.
 			sent := sentOf(m.Data)
 			m.Ack()
@@ -499,9 +577,30 @@ func rawConsumer(client *pubsub.Client, sub string, o options) consumer {
 	}
 }
 
+// receiveAll runs one Receive per queue, with the queues' share of the streams and flow control, as
+// the worker does, until ctx ends or one fails.
+func receiveAll(ctx context.Context, client *pubsub.Client, qs []queue.Queue, f func(context.Context, queue.Queue, *pubsub.Message)) error {
+	errc := make(chan error, len(qs))
+	for _, q := range qs {
+		s := client.Subscriber(q.Subscription)
+		s.ReceiveSettings.NumGoroutines = q.Streams
+		s.ReceiveSettings.MaxOutstandingMessages = q.Concurrency
+		go func() {
+			errc <- s.Receive(ctx, func(ctx context.Context, m *pubsub.Message) { f(ctx, q, m) })
+		}()
+	}
+	var first error
+	for range qs {
+		if err := <-errc; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
 // rawClaimConsumer is the issue's reference point between the two: the raw loop plus one batched
 // claim per message (the same Batcher as pubq, no completion, no decoding, no handler), then the ack.
-func rawClaimConsumer(ctx context.Context, client *pubsub.Client, q queue.Queue, o options) (consumer, func(), error) {
+func rawClaimConsumer(ctx context.Context, client *pubsub.Client, qs []queue.Queue, o options) (consumer, func(), error) {
 	st, err := store.Open(ctx, store.Config{URL: os.Getenv("PUBQ_DATABASE_URL"), MaxConns: 32})
 	if err != nil {
 		return nil, nil, err
@@ -517,10 +616,7 @@ func rawClaimConsumer(ctx context.Context, client *pubsub.Client, q queue.Queue,
 	}
 	cleanup := func() { b.Close(); st.Close() }
 	return func(ctx context.Context, done func(int64)) error {
-		s := client.Subscriber(q.Subscription)
-		s.ReceiveSettings.NumGoroutines = o.streams
-		s.ReceiveSettings.MaxOutstandingMessages = o.outstanding
-		return s.Receive(ctx, func(ctx context.Context, m *pubsub.Message) {
+		return receiveAll(ctx, client, qs, func(ctx context.Context, q queue.Queue, m *pubsub.Message) {
 			sent := sentOf(m.Data)
 			b.Enter()
 			_, err := b.Claim(ctx, store.ClaimRequest{Key: m.Attributes[job.AttrKey], Queue: q.Name, Kind: m.Attributes[job.AttrKind], Payload: m.Data, EnqueuedAt: m.PublishTime})
@@ -563,7 +659,9 @@ func pubqConsumer(ctx context.Context, client *pubsub.Client, qcfg *queue.Config
 		return nil, nil, err
 	}
 	mux := worker.NewMux()
-	mux.HandleFunc("bench.noop", func(context.Context, *job.Job) error { return nil })
+	for _, q := range qcfg.Queues {
+		mux.HandleFunc(q.Kinds[0], func(context.Context, *job.Job) error { return nil })
+	}
 	cleanup := func() {
 		if sdk != nil {
 			_ = sdk.Shutdown(context.Background())
