@@ -258,11 +258,33 @@ func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
+	// The mark counts toward n: a limit such as Pub/Sub's attribute size must hold.
+	mark := "…"
+	if n < len(mark) {
+		mark = ""
+	}
+	n -= len(mark)
 	for n > 0 && !utf8.RuneStart(s[n]) {
 		n--
 	}
-	return s[:n] + "…"
+	return s[:n] + mark
 }
 
 // Truncate shortens s to at most n bytes on a rune boundary, marking the cut; for error attributes.
 func Truncate(s string, n int) string { return truncate(s, n) }
+
+// DeadLetterAttributes returns orig plus the AttrDead* attributes that say why, when and after how many
+// attempts a message of queue was dead-lettered. Every dead letter pubq writes (the worker's and the
+// rescuer's) carries the same set, so consumers of a dead-letter topic read one format.
+func DeadLetterAttributes(orig map[string]string, queue, reason, errText string, attempts int, at time.Time) map[string]string {
+	attrs := make(map[string]string, len(orig)+5)
+	for k, v := range orig {
+		attrs[k] = v
+	}
+	attrs[AttrDeadReason] = reason
+	attrs[AttrDeadError] = truncate(errText, 1024)
+	attrs[AttrDeadAttempts] = strconv.Itoa(attempts)
+	attrs[AttrDeadQueue] = queue
+	attrs[AttrDeadAt] = at.UTC().Format(time.RFC3339Nano)
+	return attrs
+}

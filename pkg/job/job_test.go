@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/pubq/pubq/pkg/job"
 )
@@ -151,4 +152,46 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("round trip changed the job: %+v vs %+v", j, j2)
 		}
 	})
+}
+
+func TestDeadLetterAttributes(t *testing.T) {
+	orig := map[string]string{job.AttrKey: "k", job.AttrKind: "a.b", job.AttrDeadReason: "stale"}
+	at := time.Date(2026, 11, 25, 21, 0, 0, 5, time.FixedZone("CET", 3600))
+	got := job.DeadLetterAttributes(orig, "payments", job.ReasonExhausted, strings.Repeat("é", 600), 4, at)
+	if got[job.AttrKey] != "k" || got[job.AttrKind] != "a.b" {
+		t.Errorf("original attributes dropped: %v", got)
+	}
+	if got[job.AttrDeadReason] != job.ReasonExhausted || got[job.AttrDeadAttempts] != "4" || got[job.AttrDeadQueue] != "payments" {
+		t.Errorf("dead attributes: %v", got)
+	}
+	if got[job.AttrDeadAt] != "2026-11-25T20:00:00.000000005Z" {
+		t.Errorf("dead at %q, want UTC RFC 3339", got[job.AttrDeadAt])
+	}
+	if e := got[job.AttrDeadError]; len(e) > 1024 || !utf8.ValidString(e) {
+		t.Errorf("error attribute: %d bytes, valid UTF-8 %v", len(e), utf8.ValidString(e))
+	}
+	if orig[job.AttrDeadReason] != "stale" || len(orig) != 3 {
+		t.Errorf("the original map was changed: %v", orig)
+	}
+}
+
+func TestTruncate(t *testing.T) {
+	for _, c := range []struct {
+		s    string
+		n    int
+		want string
+	}{
+		{"short", 10, "short"},
+		{"exactly10!", 10, "exactly10!"},
+		{"abcdefghijk", 10, "abcdefg…"},
+		{"ééééé", 6, "é…"}, // 10 bytes; 6-3 = 3 would split the second é, so the cut moves back to 2
+		{"abcdef", 2, "ab"},
+		{"éé", 1, ""},
+		{"abc", 0, ""},
+	} {
+		got := job.Truncate(c.s, c.n)
+		if got != c.want || len(got) > c.n || !utf8.ValidString(got) {
+			t.Errorf("Truncate(%q, %d) = %q, want %q", c.s, c.n, got, c.want)
+		}
+	}
 }

@@ -193,11 +193,8 @@ func (s *Store) Rescue(ctx context.Context, grace time.Duration, limit int, targ
 			m := OutboxMessage{JobKey: x.r.Key, Topic: t.Topic, Data: x.payload, TraceParent: x.tp}
 			if x.r.Dead {
 				m.Topic = t.DeadLetterTopic
-				m.Attributes = t.Attributes(x.r.Key, x.id, x.r.Kind, x.r.Attempt, x.enqueuedAt)
-				m.Attributes[job.AttrDeadReason] = job.ReasonExhausted
-				m.Attributes[job.AttrDeadError] = "worker lost during the last attempt"
-				m.Attributes[job.AttrDeadAttempts] = fmt.Sprint(x.r.Attempt)
-				m.Attributes[job.AttrDeadQueue] = x.r.Queue
+				m.Attributes = job.DeadLetterAttributes(t.Attributes(x.r.Key, x.id, x.r.Kind, x.r.Attempt, x.enqueuedAt), x.r.Queue,
+					job.ReasonExhausted, "worker lost during the last attempt", x.r.Attempt, time.Now())
 			} else {
 				m.Attributes = t.Attributes(x.r.Key, x.id, x.r.Kind, x.r.Attempt+1, x.enqueuedAt)
 			}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pubq/pubq/pkg/job"
 	"github.com/pubq/pubq/pkg/store"
 	"github.com/pubq/pubq/pkg/testenv"
 )
@@ -545,6 +546,16 @@ func TestRescue(t *testing.T) {
 	}
 	if n := count(t, st, `SELECT count(*) FROM pubq.outbox WHERE job_key = 'b' AND topic = 'pubq-default-dead'`); n != 1 {
 		t.Fatal("b must be dead-lettered")
+	}
+	// The rescuer's dead letter carries the same attributes as the worker's.
+	var attrs map[string]string
+	if err := st.Pool().QueryRow(ctx, `SELECT attributes FROM pubq.outbox WHERE job_key = 'b'`).Scan(&attrs); err != nil {
+		t.Fatal(err)
+	}
+	deadAt, err := time.Parse(time.RFC3339Nano, attrs[job.AttrDeadAt])
+	if err != nil || time.Since(deadAt) > time.Minute || attrs[job.AttrDeadReason] != job.ReasonExhausted ||
+		attrs[job.AttrDeadAttempts] != "3" || attrs[job.AttrDeadQueue] != "default" || attrs[job.AttrDeadError] == "" || attrs["pubq_key"] != "b" {
+		t.Fatalf("rescued dead letter attributes: %v", attrs)
 	}
 	if got, _ := st.Rescue(ctx, 0, 10, targets); len(got) != 0 {
 		t.Fatal("a rescue happens once")

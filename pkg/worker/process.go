@@ -255,7 +255,7 @@ func (w *Worker) finishFailure(ctx context.Context, rq *runQueue, m *delivery, j
 	if reason != "" {
 		f.Kind, f.DeadReason = store.FailDead, reason
 		f.Message = store.OutboxMessage{Topic: q.DeadLetterTopic, Data: m.Data,
-			Attributes: deadAttributes(m.Attributes, q.Name, reason, herr.Error(), j.Attempt), TraceParent: f.TraceParent}
+			Attributes: job.DeadLetterAttributes(m.Attributes, q.Name, reason, herr.Error(), j.Attempt, time.Now()), TraceParent: f.TraceParent}
 	}
 	runAt, err := w.store.Fail(ctx, f)
 	if err != nil {
@@ -299,19 +299,6 @@ func (w *Worker) retryMessage(topic string, m *delivery, j *job.Job, attempt int
 	return store.OutboxMessage{Topic: topic, Data: m.Data, Attributes: attrs, TraceParent: prev}
 }
 
-func deadAttributes(orig map[string]string, queue, reason, errText string, attempts int) map[string]string {
-	attrs := make(map[string]string, len(orig)+5)
-	for k, v := range orig {
-		attrs[k] = v
-	}
-	attrs[job.AttrDeadReason] = reason
-	attrs[job.AttrDeadError] = job.Truncate(errText, 1024)
-	attrs[job.AttrDeadAttempts] = strconv.Itoa(attempts)
-	attrs[job.AttrDeadQueue] = queue
-	attrs[job.AttrDeadAt] = time.Now().UTC().Format(time.RFC3339Nano)
-	return attrs
-}
-
 // deadLetterRaw dead-letters a delivery that is not a runnable job, then acks it once that is durable.
 func (w *Worker) deadLetterRaw(ctx context.Context, rq *runQueue, m *delivery, j *job.Job, reason string, cause error) {
 	q := rq.q
@@ -324,7 +311,7 @@ func (w *Worker) deadLetterRaw(ctx context.Context, rq *runQueue, m *delivery, j
 	if j != nil {
 		key, kind = j.Key, j.Kind
 	}
-	msg := store.OutboxMessage{Topic: q.DeadLetterTopic, Data: m.Data, Attributes: deadAttributes(m.Attributes, q.Name, reason, cause.Error(), 0),
+	msg := store.OutboxMessage{Topic: q.DeadLetterTopic, Data: m.Data, Attributes: job.DeadLetterAttributes(m.Attributes, q.Name, reason, cause.Error(), 0, time.Now()),
 		TraceParent: telemetry.TraceParent(span.SpanContext())}
 	if err := w.store.DeadLetter(ctx, key, q.Name, kind, reason, cause.Error(), msg); err != nil {
 		w.log.ErrorContext(ctx, "dead-lettering failed; message will be redelivered", "error", err, "reason", reason)
