@@ -12,6 +12,7 @@ import (
 
 	"github.com/pubq/pubq/pkg/inspect"
 	"github.com/pubq/pubq/pkg/job"
+	"github.com/pubq/pubq/pkg/pubqtest"
 	"github.com/pubq/pubq/pkg/store"
 )
 
@@ -180,8 +181,10 @@ func TestRescuerReschedulesAJobWhoseWorkerDied(t *testing.T) {
 	b.drainOutbox(t)
 	res := b.claim(t, "orphan", time.Second, traceparent(7)) // the worker then dies: nothing renews or completes
 	var rescued [][]store.Rescued
+	metrics, counter := pubqtest.Metrics(t)
 	r, err := inspect.NewRescuer(b.st, b.cfg, &inspect.RescuerConfig{Every: 100 * time.Millisecond, Grace: 500 * time.Millisecond,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), OnRescue: func(got []store.Rescued) { rescued = append(rescued, got) }})
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: metrics,
+		OnRescue: func(got []store.Rescued) { rescued = append(rescued, got) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,6 +222,9 @@ func TestRescuerReschedulesAJobWhoseWorkerDied(t *testing.T) {
 	}
 	if len(rescued) != 1 || len(rescued[0]) != 1 || rescued[0][0].Key != "orphan" || rescued[0][0].Attempt != 1 || rescued[0][0].Dead {
 		t.Fatalf("rescued = %+v", rescued)
+	}
+	if n := counter("pubq.jobs.rescued"); n != 1 {
+		t.Errorf("pubq.jobs.rescued = %d, want 1", n)
 	}
 	out := b.outbox(t, "orphan")
 	if len(out) != 1 || out[0].Topic != "t-default" || out[0].Data != `{"to":"z"}` || !out[0].Due {

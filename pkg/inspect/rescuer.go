@@ -9,6 +9,7 @@ import (
 	"github.com/pubq/pubq/pkg/job"
 	"github.com/pubq/pubq/pkg/queue"
 	"github.com/pubq/pubq/pkg/store"
+	"github.com/pubq/pubq/pkg/telemetry"
 )
 
 // RescuerConfig configures a Rescuer. Zero fields take the documented defaults.
@@ -24,7 +25,9 @@ type RescuerConfig struct {
 	Limit int
 	// Logger. Default slog.Default().
 	Logger *slog.Logger
-	// OnRescue, if set, is called with the jobs of every non-empty pass (for metrics and tests).
+	// Metrics, if set, counts rescued jobs by queue (pubq_jobs_rescued_total).
+	Metrics *telemetry.Metrics
+	// OnRescue, if set, is called with the jobs of every non-empty pass (for tests).
 	OnRescue func([]store.Rescued)
 }
 
@@ -102,6 +105,13 @@ func (r *Rescuer) RescueOnce(ctx context.Context) ([]store.Rescued, error) {
 		if len(got) > 0 && r.cfg.OnRescue != nil {
 			r.cfg.OnRescue(got)
 		}
+		byQueue := map[string]int{}
+		for _, j := range got {
+			byQueue[j.Queue]++
+		}
+		for q, n := range byQueue {
+			r.cfg.Metrics.Rescued(ctx, q, n)
+		}
 		for _, j := range got {
 			// Key and kind identify the job for on-call; no payload is logged.
 			r.cfg.Logger.WarnContext(ctx, "rescued stuck job (its worker was lost)", "job_key", j.Key, "queue", j.Queue,
@@ -127,13 +137,4 @@ func (r *Rescuer) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
-}
-
-// RunRescuer runs a Rescuer with the given period and grace until ctx is done.
-func RunRescuer(ctx context.Context, st *store.Store, qc *queue.Config, every, grace time.Duration) error {
-	r, err := NewRescuer(st, qc, &RescuerConfig{Every: every, Grace: grace})
-	if err != nil {
-		return err
-	}
-	return r.Run(ctx)
 }

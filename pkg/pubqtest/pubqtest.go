@@ -8,11 +8,14 @@ import (
 	"testing"
 
 	"cloud.google.com/go/pubsub/v2"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/pubq/pubq/pkg/admin"
 	"github.com/pubq/pubq/pkg/publish"
 	"github.com/pubq/pubq/pkg/queue"
 	"github.com/pubq/pubq/pkg/store"
+	"github.com/pubq/pubq/pkg/telemetry"
 	"github.com/pubq/pubq/pkg/testenv"
 )
 
@@ -61,4 +64,32 @@ func NewOn(t testing.TB, queuesYAML, dbURL string) *Env {
 		t.Fatal(err)
 	}
 	return e
+}
+
+// Metrics returns pubq's metrics backed by a manual reader, and a function that collects and sums one
+// counter (instrument name, e.g. "pubq.jobs.rescued") over all its label sets.
+func Metrics(t testing.TB) (*telemetry.Metrics, func(name string) int64) {
+	t.Helper()
+	reader := sdkmetric.NewManualReader()
+	m, err := telemetry.NewMetrics(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, func(name string) int64 {
+		var rm metricdata.ResourceMetrics
+		if err := reader.Collect(context.Background(), &rm); err != nil {
+			t.Fatal(err)
+		}
+		var total int64
+		for _, sm := range rm.ScopeMetrics {
+			for _, md := range sm.Metrics {
+				if sum, ok := md.Data.(metricdata.Sum[int64]); ok && md.Name == name {
+					for _, dp := range sum.DataPoints {
+						total += dp.Value
+					}
+				}
+			}
+		}
+		return total
+	}
 }

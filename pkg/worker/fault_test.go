@@ -21,6 +21,7 @@ import (
 	"github.com/pubq/pubq/pkg/demo"
 	"github.com/pubq/pubq/pkg/job"
 	"github.com/pubq/pubq/pkg/publish"
+	"github.com/pubq/pubq/pkg/pubqtest"
 	"github.com/pubq/pubq/pkg/queue"
 	"github.com/pubq/pubq/pkg/store"
 	"github.com/pubq/pubq/pkg/worker"
@@ -84,7 +85,7 @@ func TestPublishAcceptedButTimedOutThenRetriedRunsOnce(t *testing.T) {
 		t.Fatalf("accepted message ids %v: want two distinct messages for the one job", ids)
 	}
 
-	m, counter := metrics(t)
+	m, counter := pubqtest.Metrics(t)
 	b.run(t, worker.Config{Metrics: m})
 	waitFor(t, 30*time.Second, "the job to succeed and its duplicate to be skipped", func() bool {
 		s, _ := b.jobState(t, "lost-ack")

@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"cloud.google.com/go/pubsub/v2"
-	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/pubq/pubq/pkg/demo"
 	"github.com/pubq/pubq/pkg/job"
@@ -21,7 +19,6 @@ import (
 	"github.com/pubq/pubq/pkg/pubqtest"
 	"github.com/pubq/pubq/pkg/queue"
 	"github.com/pubq/pubq/pkg/store"
-	"github.com/pubq/pubq/pkg/telemetry"
 	"github.com/pubq/pubq/pkg/testenv"
 	"github.com/pubq/pubq/pkg/worker"
 )
@@ -119,33 +116,6 @@ func (b *bundle) run(t *testing.T, cfg worker.Config) (stop func()) {
 	}
 	t.Cleanup(stop)
 	return stop
-}
-
-// metrics returns worker metrics backed by a manual reader, and a function summing one counter.
-func metrics(t *testing.T) (*telemetry.Metrics, func(name string) int64) {
-	t.Helper()
-	reader := sdkmetric.NewManualReader()
-	m, err := telemetry.NewMetrics(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m, func(name string) int64 {
-		var rm metricdata.ResourceMetrics
-		if err := reader.Collect(context.Background(), &rm); err != nil {
-			t.Fatal(err)
-		}
-		var total int64
-		for _, sm := range rm.ScopeMetrics {
-			for _, md := range sm.Metrics {
-				if sum, ok := md.Data.(metricdata.Sum[int64]); ok && md.Name == name {
-					for _, dp := range sum.DataPoints {
-						total += dp.Value
-					}
-				}
-			}
-		}
-		return total
-	}
 }
 
 func (b *bundle) effects(t *testing.T, key string) int {
@@ -284,6 +254,9 @@ func TestExhaustedAndPermanentAreDeadLettered(t *testing.T) {
 		!strings.Contains(ex.Attributes[job.AttrDeadError], "asked to fail") || ex.Attributes[job.AttrKind] != "demo.flaky" {
 		t.Errorf("exhausted dead letter attributes: %v", ex.Attributes)
 	}
+	if _, err := time.Parse(time.RFC3339Nano, ex.Attributes[job.AttrDeadAt]); err != nil || ex.Attributes[job.AttrDeadQueue] != "default" {
+		t.Errorf("dead letter time and queue: %v", ex.Attributes)
+	}
 	if perm.Attributes[job.AttrDeadReason] != job.ReasonPermanent || perm.Attributes[job.AttrDeadAttempts] != "1" {
 		t.Errorf("permanent dead letter attributes: %v", perm.Attributes)
 	}
@@ -332,7 +305,7 @@ func TestBadMessagesAreDeadLetteredAndWorkerKeepsRunning(t *testing.T) {
 func TestDuplicateDeliveriesRunOnce(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	m, counter := metrics(t)
+	m, counter := pubqtest.Metrics(t)
 	b.run(t, worker.Config{Metrics: m})
 	p := b.client.Publisher("pubq-default")
 	var results []*pubsub.PublishResult
@@ -361,7 +334,7 @@ func TestDuplicateDeliveriesRunOnce(t *testing.T) {
 func TestRedeliveryDuringRunIsNotRunTwice(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	m, counter := metrics(t)
+	m, counter := pubqtest.Metrics(t)
 	b.run(t, worker.Config{MaxExtension: -1, BusyPoll: 500 * time.Millisecond, Metrics: m})
 	b.enqueue(t, "demo.record", "slow", demo.Payload{SleepMS: 13000})
 	waitFor(t, 40*time.Second, "the slow job", func() bool { s, _ := b.jobState(t, "slow"); return s == "succeeded" })

@@ -278,6 +278,11 @@ func run(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	rescuer, err := inspect.NewRescuer(st, e.queues, &inspect.RescuerConfig{Every: min(e.rescue/2, 30*time.Second), Grace: e.rescue,
+		Logger: log, Metrics: metrics})
+	if err != nil {
+		return err
+	}
 
 	srv := &http.Server{Addr: e.addr, Handler: opsHandler(prov.MetricsHandler(), st), ReadHeaderTimeout: 5 * time.Second}
 	go func() {
@@ -295,7 +300,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 	}()
 	go worker.RunPruner(bg, st, e.queues, e.prune, log)
 	// Jobs whose worker died after Pub/Sub stopped redelivering them are put back by any live worker.
-	go func() { _ = inspect.RunRescuer(bg, st, e.queues, min(e.rescue/2, 30*time.Second), e.rescue) }()
+	go func() { _ = rescuer.Run(bg) }()
 
 	err = w.Run(ctx)
 	flush, cancel := context.WithTimeout(context.Background(), 5*time.Second)
