@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/pubq/pubq/pkg/job"
 )
 
 // ErrUnknownKind is returned by Route for a kind no queue accepts.
@@ -370,10 +372,7 @@ func validateDefaults(f fileQueue) error {
 // resourceID is Pub/Sub's rule for topic and subscription ids.
 var resourceID = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}$`)
 
-var (
-	queueName = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,62}$`)
-	kindName  = regexp.MustCompile(`^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$`)
-)
+var queueName = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,62}$`)
 
 func (q *Queue) validate() error {
 	fail := func(field, format string, args ...any) error {
@@ -429,8 +428,9 @@ func (q *Queue) validate() error {
 	}
 	seen := map[string]bool{}
 	for _, k := range q.Kinds {
-		if !kindName.MatchString(k) {
-			return fail("kinds", "%q is not a kind name like email.send", k)
+		// The wire format's own check: a kind the queue accepts must be one a job can carry.
+		if job.ValidateKind(k) != nil {
+			return fail("kinds", "%q is not a kind name like email.send (at most 128 bytes)", job.Truncate(k, 64))
 		}
 		if seen[k] {
 			return fail("kinds", "%q is listed twice", k)

@@ -101,6 +101,8 @@ func TestParseErrors(t *testing.T) {
 		{"same dlq", strings.Replace(base, "t-alpha-dead", "t-alpha", 1), []string{"dead_letter_topic"}},
 		{"no kinds", strings.Replace(base, "kinds: [a.one]", "kinds: []", 1), []string{"kinds"}},
 		{"bad kind", strings.Replace(base, "a.one", "A One", 1), []string{"kinds", "A One"}},
+		// Valid syntax, but longer than a job may carry (job.ValidateKind): no job could ever reach it.
+		{"kind too long", strings.Replace(base, "a.one", "a."+strings.Repeat("x", 127), 1), []string{"kinds", "128 bytes"}},
 		{"override unknown kind", base + "    kind_overrides: {b.two: {timeout: 1s}}\n", []string{"kind_overrides", "b.two"}},
 		{"kind twice", base + `  beta:
     topic: t-beta
