@@ -31,14 +31,18 @@ type leaseEntry struct {
 	queue  string
 	cancel context.CancelCauseFunc
 	done   chan struct{} // made when a duplicate waits here; closed when the run ends
+	// until is when the lease runs out as far as this process knows: the claim or the last renewal that
+	// succeeded, plus Lease (both measured from before the statement, so it errs early).
+	until time.Time
 }
 
 func newLeaseKeeper(st *store.Store, lease time.Duration, m *telemetry.Metrics, log *slog.Logger) *leaseKeeper {
 	return &leaseKeeper{st: st, lease: lease, metrics: m, log: log, running: map[store.Lease]*leaseEntry{}, byKey: map[string]*leaseEntry{}}
 }
 
-func (k *leaseKeeper) add(l store.Lease, queue string, cancel context.CancelCauseFunc) {
-	e := &leaseEntry{queue: queue, cancel: cancel}
+// add registers a run whose lease was claimed at claimedAt (taken before the claim was sent).
+func (k *leaseKeeper) add(l store.Lease, queue string, cancel context.CancelCauseFunc, claimedAt time.Time) {
+	e := &leaseEntry{queue: queue, cancel: cancel, until: claimedAt.Add(k.lease)}
 	k.mu.Lock()
 	k.running[l] = e
 	k.byKey[l.Key] = e
@@ -108,12 +112,14 @@ func (k *leaseKeeper) renew(ctx context.Context) {
 	}
 	rctx, cancel := context.WithTimeout(ctx, k.lease/3)
 	defer cancel()
+	start := time.Now()
 	lost, err := k.st.RenewLeases(rctx, leases, k.lease)
 	if err != nil {
-		if !errors.Is(err, context.Canceled) {
-			// The leases may still expire; a takeover's fence then stops this worker's commit.
-			k.log.Warn("renewing leases failed", "error", err, "jobs", len(leases))
+		if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+			return // stopping
 		}
+		k.log.Warn("renewing leases failed", "error", err, "jobs", len(leases))
+		k.expire(ctx, leases)
 		return
 	}
 	lostSet := make(map[store.Lease]bool, len(lost))
@@ -132,6 +138,22 @@ func (k *leaseKeeper) renew(ctx context.Context) {
 			e.cancel(ErrLeaseLost)
 			continue
 		}
+		e.until = start.Add(k.lease)
 		k.metrics.LeaseRenewed(ctx, e.queue)
+	}
+}
+
+// expire cancels, with ErrLeaseLost, the runs among leases whose lease may run out before the next
+// renewal can land: once it has, a redelivery may take the job over, and the handler must not go on
+// beside it. (Fencing would still stop this run's completion; this stops its side effects.)
+func (k *leaseKeeper) expire(ctx context.Context, leases []store.Lease) {
+	deadline := time.Now().Add(k.lease / 3)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, l := range leases {
+		if e, ok := k.running[l]; ok && e.until.Before(deadline) {
+			k.metrics.LeaseLost(ctx, e.queue)
+			e.cancel(ErrLeaseLost)
+		}
 	}
 }

@@ -82,7 +82,7 @@ func (w *Worker) handle(mctx context.Context, rq *runQueue, m *delivery) {
 	ctx, span := w.startSpan(ctx, mctx, m, j)
 	defer span.End()
 
-	res, err := w.claim(ctx, rq, j, policy, span)
+	res, claimedAt, err := w.claim(ctx, rq, j, policy, span)
 	if err != nil {
 		span.RecordError(err)
 		w.log.WarnContext(ctx, "claim failed; message will be redelivered", "error", err, "job_key", j.Key)
@@ -120,7 +120,7 @@ func (w *Worker) handle(mctx context.Context, rq *runQueue, m *delivery) {
 	hctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	// Registered with the lease keeper, which cancels it when the lease is lost or ShutdownTimeout ends.
-	w.leases.add(lease, q.Name, cancel)
+	w.leases.add(lease, q.Name, cancel, claimedAt)
 	defer w.leases.remove(lease)
 	if w.hardStopCtx.Err() != nil {
 		cancel(errShutdown) // the hard stop came between the claim and the registration
@@ -133,27 +133,34 @@ func (w *Worker) handle(mctx context.Context, rq *runQueue, m *delivery) {
 		herr = chain.h.Work(hctx, j)
 	}
 
-	if cause := context.Cause(hctx); cause == ErrLeaseLost || cause == errShutdown || errors.Is(herr, store.ErrLeaseLost) {
-		// This worker no longer owns the outcome (taken over), or stops before it was reached.
-		if cause == errShutdown {
-			_ = w.store.Release(ctx, lease)
-		}
-		span.SetStatus(codes.Error, "abandoned: "+fmt.Sprint(context.Cause(hctx)))
-		m.Nack()
-		return
-	}
-	if herr == nil && !chain.tx {
-		herr = rq.batcher.Complete(ctx, lease)
-		if errors.Is(herr, store.ErrLeaseLost) {
-			span.SetStatus(codes.Error, "lease lost before completion")
-			m.Nack()
-			return
-		}
-		if herr != nil {
-			span.RecordError(herr)
+	// A handler's success is decided before its context's cause: a job that finished just as the
+	// shutdown timeout fired, or as a renewal saw the row its own commit had just finished, is done.
+	cause := context.Cause(hctx)
+	switch {
+	case herr == nil && chain.tx:
+		// Committed together with the job's completion (fenced): done.
+	case herr == nil:
+		// The completion is fenced: only the lease's holder can land it, whatever the lease keeper saw.
+		if err := rq.batcher.Complete(ctx, lease); err != nil {
+			if errors.Is(err, store.ErrLeaseLost) {
+				span.SetStatus(codes.Error, "lease lost before completion")
+			} else {
+				span.RecordError(err)
+			}
 			m.Nack() // completion not durable: the redelivery finds the job still claimable or done
 			return
 		}
+	case cause == ErrLeaseLost || cause == errShutdown || errors.Is(herr, store.ErrLeaseLost):
+		// This worker no longer owns the outcome (taken over), or stops before it was reached.
+		if cause == errShutdown {
+			if err := w.store.Release(ctx, lease); err != nil {
+				w.log.WarnContext(ctx, "releasing an unfinished job at shutdown failed; it runs again once its lease expires",
+					"error", err)
+			}
+		}
+		span.SetStatus(codes.Error, "abandoned: "+fmt.Sprint(cause))
+		m.Nack()
+		return
 	}
 	if herr == nil {
 		w.cfg.Metrics.Succeeded(ctx, q.Name, j.Kind, time.Since(start))
@@ -192,13 +199,16 @@ func (w *Worker) runTx(ctx context.Context, pool *pgxpool.Pool, chain Handler, j
 }
 
 // claim claims the job, waiting while another delivery holds a live lease on it.
-func (w *Worker) claim(ctx context.Context, rq *runQueue, j *job.Job, p *retry.Policy, span trace.Span) (store.ClaimResult, error) {
+// claim claims j, waiting while another delivery holds it. It also returns when the claim that
+// answered was sent: the lease runs from about then.
+func (w *Worker) claim(ctx context.Context, rq *runQueue, j *job.Job, p *retry.Policy, span trace.Span) (store.ClaimResult, time.Time, error) {
 	req := store.ClaimRequest{Key: j.Key, ID: j.ID, Queue: j.Queue, Kind: j.Kind, MaxAttempts: p.MaxAttempts,
 		Payload: j.Payload, TraceParent: telemetry.TraceParent(span.SpanContext()), EnqueuedAt: j.EnqueuedAt}
 	for {
+		sent := time.Now()
 		res, err := rq.batcher.Claim(ctx, req)
 		if err != nil || res.Status != store.Busy {
-			return res, err
+			return res, sent, err
 		}
 		// Another delivery runs this job now. Hold this message (the client keeps extending its ack
 		// deadline) until that lease ends, then ask again: the job is then done, or taken over here.
@@ -216,7 +226,7 @@ func (w *Worker) claim(ctx context.Context, rq *runQueue, j *job.Job, p *retry.P
 		case <-w.stopping:
 			t.Stop()
 			rq.batcher.Enter()
-			return res, nil
+			return res, time.Time{}, nil
 		}
 	}
 }

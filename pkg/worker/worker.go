@@ -290,6 +290,10 @@ func (w *Worker) run(ctx context.Context) error {
 	go func() { recvDone <- g.Wait() }()
 	select {
 	case <-ctx.Done():
+	case <-gctx.Done():
+		// One queue's receive failed: the others stop too, and their running jobs get the same
+		// ShutdownTimeout as on a signal (without it, one handler that waits for its context would
+		// keep the process up, receiving nothing, forever).
 	case runErr = <-recvDone:
 		recvDone = nil
 	}
@@ -301,6 +305,7 @@ func (w *Worker) run(ctx context.Context) error {
 		w.hardStop()
 		w.leases.cancelAll(errShutdown) // running handlers see their context done
 	})
+	abandoned := false
 	if recvDone != nil {
 		// A handler that ignores its cancelled context would hold Receive forever: past the grace,
 		// stop waiting (its message is never acked).
@@ -311,6 +316,7 @@ func (w *Worker) run(ctx context.Context) error {
 				runErr = err
 			}
 		case <-grace.C:
+			abandoned = true
 			w.log.Warn("worker: receiving did not stop within the shutdown timeout and grace; abandoning handlers that ignore cancellation")
 		}
 		grace.Stop()
@@ -323,7 +329,12 @@ func (w *Worker) run(ctx context.Context) error {
 	}
 	stopLeases()
 	<-leasesDone
-	w.closePools()
+	if abandoned {
+		// Closing a pool waits for its connections, and an abandoned transactional handler holds one.
+		go w.closePools()
+	} else {
+		w.closePools()
+	}
 	w.log.Info("worker stopped")
 	return runErr
 }

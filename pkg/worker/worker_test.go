@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"cloud.google.com/go/pubsub/v2"
+	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 
+	"github.com/pubq/pubq/pkg/admin"
 	"github.com/pubq/pubq/pkg/demo"
 	"github.com/pubq/pubq/pkg/job"
 	"github.com/pubq/pubq/pkg/publish"
@@ -434,5 +436,83 @@ func TestNewValidates(t *testing.T) {
 	}
 	if _, err := worker.New(client, st, mux, &worker.Config{Queues: cfg, Lease: time.Millisecond}); err == nil {
 		t.Error("a sub-second lease must be rejected")
+	}
+}
+
+// When one queue's receive fails, the worker shuts down: the other queues' running jobs get
+// ShutdownTimeout, then their contexts end, and Run returns the failure. (It used to wait for the
+// other queues' handlers with no limit, so a handler waiting on its context kept it up for ever.)
+func TestReceiveFailureShutsDownTheOtherQueues(t *testing.T) {
+	b := setup(t)
+	started := make(chan struct{}, 1)
+	b.mux.HandleFunc("test.block", func(ctx context.Context, j *job.Job) error {
+		started <- struct{}{}
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	w, err := worker.New(b.client, b.st, b.mux, &worker.Config{Queues: b.cfg, Lease: 5 * time.Second,
+		ShutdownTimeout: time.Second, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- w.Run(ctx) }()
+	b.publishRaw(t, "pubq-bulk", []byte(`{}`), map[string]string{job.AttrKind: "test.block", job.AttrKey: "blocker"})
+	select {
+	case <-started:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the blocking job never started")
+	}
+	// critical's subscription goes away under the running worker: its receive fails.
+	if err := b.client.SubscriptionAdminClient.DeleteSubscription(ctx, &pubsubpb.DeleteSubscriptionRequest{
+		Subscription: admin.SubscriptionName(b.project, "pubq-critical-worker")}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errc:
+		if err == nil || !strings.Contains(err.Error(), `"critical"`) {
+			t.Fatalf("Run returned %v, want critical's receive error", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return after a queue's receive failed")
+	}
+	if s, _ := b.jobState(t, "blocker"); s != "pending" {
+		t.Errorf("the job cut off by the shutdown is %s, want pending (released for the next delivery)", s)
+	}
+}
+
+// A handler that succeeds after the shutdown timeout fired (it did not watch its context) still
+// completes its job: running it again would repeat a finished job's side effects.
+func TestJobFinishedPastShutdownTimeoutIsCompleted(t *testing.T) {
+	b := setup(t)
+	started := make(chan struct{}, 1)
+	b.mux.HandleFunc("test.block", func(ctx context.Context, j *job.Job) error {
+		started <- struct{}{}
+		time.Sleep(1500 * time.Millisecond) // ignores ctx, which ends after 500ms
+		return nil
+	})
+	w, err := worker.New(b.client, b.st, b.mux, &worker.Config{Queues: b.cfg, Lease: 5 * time.Second,
+		ShutdownTimeout: 500 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- w.Run(ctx) }()
+	b.publishRaw(t, "pubq-bulk", []byte(`{}`), map[string]string{job.AttrKind: "test.block", job.AttrKey: "late-finisher"})
+	select {
+	case <-started:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the job never started")
+	}
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := b.jobState(t, "late-finisher"); s != "succeeded" {
+		t.Errorf("state %s, want succeeded", s)
 	}
 }

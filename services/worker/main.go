@@ -239,7 +239,8 @@ func run(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	defer st.Close()
+	// Closing the pool waits for every connection, and a handler abandoned at shutdown may hold one.
+	defer closeWithin(st.Close, 5*time.Second)
 	if e.migrate {
 		if _, err := applyMigrations(ctx, st); err != nil {
 			return err
@@ -312,6 +313,21 @@ func run(ctx context.Context, log *slog.Logger) error {
 	defer cancel()
 	_ = srv.Shutdown(sctx)
 	return err
+}
+
+// closeWithin runs closeFn and waits for it at most d (the process is exiting either way).
+func closeWithin(closeFn func(), d time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		closeFn()
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
 }
 
 func opsHandler(metrics http.Handler, st *store.Store) http.Handler {

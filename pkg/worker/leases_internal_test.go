@@ -1,0 +1,42 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/pubq/pubq/pkg/store"
+	"github.com/pubq/pubq/pkg/testenv"
+)
+
+// When renewals fail (the database is unreachable), a handler must stop once its lease may have run
+// out: a redelivery can take the job over from then on, and the two must not run side by side.
+func TestFailedRenewalsStopHandlersAtLeaseEnd(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.Open(ctx, store.Config{URL: testenv.Postgres(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close() // every renewal now fails
+	const lease = 3 * time.Second
+	k := newLeaseKeeper(st, lease, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+
+	oldCtx, oldCancel := context.WithCancelCause(ctx)
+	defer oldCancel(nil)
+	newCtx, newCancel := context.WithCancelCause(ctx)
+	defer newCancel(nil)
+	old, fresh := store.Lease{Key: "old", Fence: 1}, store.Lease{Key: "fresh", Fence: 1}
+	k.add(old, "q", oldCancel, time.Now().Add(-lease+time.Second/2)) // runs out within the next renewal period
+	k.add(fresh, "q", newCancel, time.Now())
+
+	k.renew(ctx)
+	if got := context.Cause(oldCtx); !errors.Is(got, ErrLeaseLost) {
+		t.Errorf("a run whose lease is about to lapse unrenewed: cause %v, want ErrLeaseLost", got)
+	}
+	if got := context.Cause(newCtx); got != nil {
+		t.Errorf("a run with most of its lease left was cancelled: %v", got)
+	}
+}
