@@ -369,33 +369,14 @@ func (b *Batcher) flushOnce(ctx context.Context, g *group) error {
 		}
 	}
 	if restN > 0 {
-		rows, err := b.s.pool.Query(ctx, classifySQL, rest.String())
-		if err != nil {
-			return fmt.Errorf("pubq: classifying claims: %w", err)
-		}
-		for rows.Next() {
-			var k, state string
-			var wait float64
-			if err := rows.Scan(&k, &state, &wait); err != nil {
-				rows.Close()
-				return fmt.Errorf("pubq: classifying claims: %w", err)
+		if err := b.classify(ctx, g, uniq, rest.String()); err != nil {
+			// The batch is committed: its claims and completions stand. The unclassified keys were not
+			// claimed here; their deliveries ask again shortly, as if another delivery held them.
+			for u, i := range uniq {
+				if !claimed[u] {
+					g.results[i] = ClaimResult{Status: Busy, State: "unknown", Wait: time.Second}
+				}
 			}
-			r := ClaimResult{State: state}
-			switch state {
-			case "succeeded", "dead", "cancelled":
-				r.Status = Done
-			case "running":
-				r.Status, r.Wait = Busy, time.Duration(wait*float64(time.Second))
-			default:
-				r.Status = NotDue
-			}
-			if u, found := slices.BinarySearchFunc(uniq, k, func(i int, k string) int { return strings.Compare(g.claims[i].Key, k) }); found {
-				g.results[uniq[u]] = r
-			}
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("pubq: classifying claims: %w", err)
 		}
 	}
 	// The same key twice in one batch: the first delivery runs it, the others wait on its lease.
@@ -409,6 +390,46 @@ func (b *Batcher) flushOnce(ctx context.Context, g *group) error {
 		}
 	}
 	return nil
+}
+
+// classify fills the results of the keys (an array literal) that the claim did not take.
+func (b *Batcher) classify(ctx context.Context, g *group, uniq []int, keys string) error {
+	rows, err := b.s.pool.Query(ctx, classifySQL, keys)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k, state string
+		var wait float64
+		var due bool
+		if err := rows.Scan(&k, &state, &wait, &due); err != nil {
+			return err
+		}
+		if u, found := slices.BinarySearchFunc(uniq, k, func(i int, k string) int { return strings.Compare(g.claims[i].Key, k) }); found {
+			g.results[uniq[u]] = classifyState(state, wait, due)
+		}
+	}
+	return rows.Err()
+}
+
+// classifyState says what a delivery does with a job it could not claim, from the job's state read
+// just after the claim: wait seconds left on the holder's lease, and whether run_at has come.
+func classifyState(state string, wait float64, due bool) ClaimResult {
+	r := ClaimResult{State: state}
+	switch {
+	case state == "succeeded" || state == "dead" || state == "cancelled":
+		r.Status = Done
+	case state == "running":
+		r.Status, r.Wait = Busy, time.Duration(wait*float64(time.Second))
+	case state == "pending" && due:
+		// Claimable, yet the claim just missed it: its holder released it between the two statements
+		// (a shutdown). No outbox row will deliver it again, so this delivery must claim it: ask again.
+		r.Status = Busy
+	default:
+		r.Status = NotDue // scheduled: the outbox owns its next delivery
+	}
+	return r
 }
 
 // sortedIndexes returns 0..n-1 sorted by cmp (stable, so duplicates keep their arrival order).

@@ -67,7 +67,7 @@ WHERE (j.state IN ('pending', 'scheduled') AND j.run_at <= now())
 RETURNING j.key, j.attempt, j.fence`
 
 const classifySQL = `
-SELECT key, state, greatest(extract(epoch FROM lease_until - now()), 0)::float8
+SELECT key, state, greatest(extract(epoch FROM lease_until - now()), 0)::float8, run_at <= now()
 FROM pubq.jobs WHERE key = ANY($1)`
 
 const completeSQL = `
