@@ -127,6 +127,8 @@ func (c *Client) EnqueueMany(ctx context.Context, rs []Request) ([]Result, error
 
 // EnqueueTx enqueues jobs inside the caller's transaction: they exist (and are published by the relay)
 // only if the caller commits. Use it to make a platform write and its follow-up job atomic.
+// pubq_jobs_enqueued_total counts them when EnqueueTx returns, before the caller's commit: a rolled-back
+// transaction leaves them counted (the outbox backlog and the jobs table are the exact figures).
 func (c *Client) EnqueueTx(ctx context.Context, tx pgx.Tx, rs ...Request) ([]Result, error) {
 	// A savepoint keeps the caller's transaction usable if this enqueue fails.
 	sp, err := tx.Begin(ctx)
@@ -253,7 +255,7 @@ func (c *Client) enqueue(ctx context.Context, q store.Querier, rs []Request) ([]
 			out[i].Duplicate = true // the same key earlier in this batch
 		}
 		if sr.State == "scheduled" {
-			out[i].RunAt = jobs[pos[i]].RunAt
+			out[i].RunAt = sr.RunAt // a duplicate answers with the first enqueue's time
 		}
 	}
 	return out, nil

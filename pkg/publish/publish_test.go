@@ -170,6 +170,13 @@ func TestDelayedJobWaitsInOutbox(t *testing.T) {
 	if max != 4 {
 		t.Fatalf("max attempts from the queue config: %d", max)
 	}
+	// A retry of the same enqueue answers with the first job, due when the first call said.
+	for _, in := range []time.Duration{2 * time.Hour, 0} {
+		d, err := c.Enqueue(ctx, publish.Request{Kind: "demo.record", Key: "later", Payload: []byte(`{}`), RunIn: in})
+		if err != nil || !d.Duplicate || d.ID != r.ID || d.State != "scheduled" || !d.RunAt.Equal(r.RunAt) {
+			t.Errorf("retry with run_in %s: %+v %v; want the first job, due at %s", in, d, err, r.RunAt)
+		}
+	}
 }
 
 // The relay publishes the committed job with its envelope to the queue's topic, once.

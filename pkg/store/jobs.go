@@ -393,6 +393,7 @@ type EnqueueResult struct {
 	ID        string
 	Duplicate bool // the key existed with the same payload: nothing new was enqueued
 	State     string
+	RunAt     time.Time // when the job is due, for a scheduled one (a duplicate's as first enqueued)
 }
 
 // KeyConflictError says which key was reused for a different job.
@@ -417,7 +418,7 @@ func Enqueue(ctx context.Context, q Querier, jobs []NewJob) ([]EnqueueResult, er
 		keys[i], ids[i], queues[i], kinds[i], payloads[i], hashes[i] = j.Key, j.ID, j.Queue, j.Kind, j.Payload, h[:]
 		maxes[i], tps[i], states[i] = int32(j.MaxAttempts), j.TraceParent, "pending"
 		if !j.RunAt.IsZero() && j.RunAt.After(time.Now()) {
-			t := j.RunAt
+			t := j.RunAt.Round(time.Microsecond) // as Postgres stores it, so a duplicate's answer is the same
 			runAts[i], states[i] = &t, "scheduled"
 		}
 	}
@@ -425,6 +426,7 @@ func Enqueue(ctx context.Context, q Querier, jobs []NewJob) ([]EnqueueResult, er
 		SELECT r.k, r.i, r.q, r.kd, r.st, r.p, r.h, coalesce(r.ra, now()), r.ma, nullif(r.tp, '')
 		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::bytea[], $8::timestamptz[], $9::int[], $10::text[])
 		     AS r(k, i, q, kd, st, p, h, ra, ma, tp)
+		ORDER BY r.k -- rows in key order, as the claim takes them: two overlapping batches cannot deadlock
 		ON CONFLICT (key) DO NOTHING RETURNING key`, keys, ids, queues, kinds, states, payloads, hashes, runAts, maxes, tps)
 	if err != nil {
 		return nil, fmt.Errorf("pubq: enqueueing: %w", err)
@@ -438,6 +440,9 @@ func Enqueue(ctx context.Context, q Querier, jobs []NewJob) ([]EnqueueResult, er
 	for i := range jobs {
 		if inserted[i] {
 			out[i] = EnqueueResult{ID: ids[i], State: states[i]}
+			if runAts[i] != nil {
+				out[i].RunAt = *runAts[i]
+			}
 			continue
 		}
 		dupKeys = append(dupKeys, keys[i])
@@ -447,16 +452,17 @@ func Enqueue(ctx context.Context, q Querier, jobs []NewJob) ([]EnqueueResult, er
 		type existing struct {
 			id, state string
 			hash      []byte
+			runAt     time.Time
 		}
 		found := map[string]existing{}
-		rows, err := q.Query(ctx, `SELECT key, id, state, payload_hash FROM pubq.jobs WHERE key = ANY($1)`, dupKeys)
+		rows, err := q.Query(ctx, `SELECT key, id, state, payload_hash, run_at FROM pubq.jobs WHERE key = ANY($1)`, dupKeys)
 		if err != nil {
 			return nil, fmt.Errorf("pubq: enqueueing: %w", err)
 		}
 		for rows.Next() {
 			var k string
 			var e existing
-			if err := rows.Scan(&k, &e.id, &e.state, &e.hash); err != nil {
+			if err := rows.Scan(&k, &e.id, &e.state, &e.hash, &e.runAt); err != nil {
 				rows.Close()
 				return nil, fmt.Errorf("pubq: enqueueing: %w", err)
 			}
@@ -478,6 +484,9 @@ func Enqueue(ctx context.Context, q Querier, jobs []NewJob) ([]EnqueueResult, er
 				return nil, &KeyConflictError{Key: keys[i], ExistingID: e.id}
 			}
 			out[i] = EnqueueResult{ID: e.id, Duplicate: true, State: e.state}
+			if e.state == "scheduled" {
+				out[i].RunAt = e.runAt
+			}
 		}
 	}
 	var msgs []OutboxMessage
