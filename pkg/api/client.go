@@ -18,6 +18,7 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 
+	"github.com/pubq/pubq/pkg/job"
 	"github.com/pubq/pubq/pkg/publish"
 )
 
@@ -49,6 +50,11 @@ func NewClient(baseURL, token string, hc *http.Client, opts ...ClientOption) (*C
 	u, err := url.Parse(baseURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("pubq: api: base URL %q is not like http://host:port", baseURL)
+	}
+	// A token with a stray newline (read from a secret file, say) cannot go into a header: say so now,
+	// rather than retrying a request that can never be sent.
+	if strings.IndexFunc(token, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0 {
+		return nil, errors.New("pubq: api: the token contains whitespace or a control character")
 	}
 	if hc == nil {
 		hc = &http.Client{Timeout: 30 * time.Second, Transport: otelhttp.NewTransport(http.DefaultTransport)}
@@ -115,6 +121,10 @@ func toJSON(r publish.Request) (jobJSON, error) {
 	if len(r.Attributes) > 0 {
 		return jobJSON{}, errors.New("pubq: api: attributes cannot be sent over HTTP")
 	}
+	// The key travels in a header too: a bad one is the caller's mistake, not something to retry.
+	if err := job.ValidateKey(r.Key); err != nil {
+		return jobJSON{}, fmt.Errorf("pubq: api: %w", err)
+	}
 	j := jobJSON{Kind: r.Kind, Key: r.Key, Payload: r.Payload}
 	if !r.RunAt.IsZero() {
 		s := r.RunAt.UTC().Format(time.RFC3339Nano)
@@ -132,10 +142,15 @@ const maxAnswerBytes = 8 << 20
 
 // post sends body until an answer that is not transient, and decodes a 2xx answer into out.
 func (c *Client) post(ctx context.Context, body any, key string, out any) error {
-	data, err := json.Marshal(body)
-	if err != nil {
+	// Without HTML escaping: json.Marshal would send "<" as "\u003c", and the producer, which keeps a
+	// payload's bytes, would then see a different payload from the same job sent by curl (a false 409).
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(body); err != nil {
 		return fmt.Errorf("pubq: api: encoding the request: %w", err)
 	}
+	data := bytes.TrimSuffix(buf.Bytes(), []byte("\n")) // Encode ends each value with one
 	b := backoff.WithContext(c.newBackOff(), ctx)
 	for attempt := 1; ; attempt++ {
 		retryAfter, err := c.once(ctx, data, key, out)
@@ -205,7 +220,8 @@ func (c *Client) once(ctx context.Context, data []byte, key string, out any) (re
 	}
 	p := decodeProblem(resp, answer)
 	switch resp.StatusCode {
-	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+	// 429: every instance busy (Cloud Run's front end says so); the key makes a retry safe.
+	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 		return parseRetryAfter(resp.Header.Get("Retry-After")), p
 	}
 	return 0, backoff.Permanent(p)

@@ -56,7 +56,7 @@ func newTestClient(t *testing.T, url string, opts ...ClientOption) *Client {
 }
 
 func TestClientRetriesTransientFailures(t *testing.T) {
-	for _, failure := range []int{http.StatusServiceUnavailable, http.StatusBadGateway, http.StatusGatewayTimeout} {
+	for _, failure := range []int{http.StatusServiceUnavailable, http.StatusBadGateway, http.StatusGatewayTimeout, http.StatusTooManyRequests} {
 		t.Run(http.StatusText(failure), func(t *testing.T) {
 			var s seen
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -275,5 +275,31 @@ func TestNewClientRejectsBadURLs(t *testing.T) {
 		if _, err := NewClient(u, testToken, nil); err == nil || !strings.HasPrefix(err.Error(), "pubq: api: ") {
 			t.Errorf("NewClient(%q) err = %v", u, err)
 		}
+	}
+}
+
+// A token or key that cannot go into a header is refused at once, not retried for a minute.
+func TestClientRefusesUnsendableHeaders(t *testing.T) {
+	for _, tok := range []string{testToken + "\n", "a b", "tab\tbed"} {
+		if _, err := NewClient("http://producer:8080", tok, nil); err == nil || !strings.Contains(err.Error(), "token") {
+			t.Errorf("NewClient with token %q: %v", tok, err)
+		}
+	}
+	var s seen
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.record(r) }))
+	defer srv.Close()
+	c := newTestClient(t, srv.URL)
+	start := time.Now()
+	for _, key := range []string{"order-1\n", " order-1", ""} {
+		_, err := c.Enqueue(context.Background(), publish.Request{Kind: "email.send", Key: key, Payload: json.RawMessage(`{}`)})
+		if err == nil || !strings.Contains(err.Error(), "pubq_key") {
+			t.Errorf("key %q: %v", key, err)
+		}
+		if _, err := c.EnqueueMany(context.Background(), []publish.Request{{Kind: "email.send", Key: key}}); err == nil {
+			t.Errorf("batch with key %q: no error", key)
+		}
+	}
+	if n := s.attempts.Load(); n != 0 || time.Since(start) > 5*time.Second {
+		t.Errorf("%d requests sent in %s; want none, at once", n, time.Since(start))
 	}
 }

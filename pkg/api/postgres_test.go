@@ -30,6 +30,7 @@ const token = "pg-test-token-0123456789"
 
 type pgBundle struct {
 	st    *store.Store
+	pc    *publish.Client
 	srv   *httptest.Server
 	spans *tracetest.SpanRecorder
 }
@@ -57,6 +58,7 @@ func setupPG(t *testing.T) *pgBundle {
 	if err != nil {
 		t.Fatal(err)
 	}
+	b.pc = pc
 	h, err := api.New(pc, &api.Config{Tokens: []string{token}, TracerProvider: tp,
 		Ready: func(ctx context.Context) error { return st.Pool().Ping(ctx) }})
 	if err != nil {
@@ -387,4 +389,35 @@ func TestClientAgainstServer(t *testing.T) {
 	if _, err := bad.Enqueue(ctx, r); !errors.As(err, &p) || p.Status != http.StatusUnauthorized {
 		t.Fatalf("wrong token: err = %v", err)
 	}
+}
+
+// One job sent through the Go client, curl and the in-process client is one job: its payload has one
+// form whatever the path (the Go client used to HTML-escape "<" and "&", a false key conflict).
+func TestSamePayloadAcrossPaths(t *testing.T) {
+	t.Parallel()
+	b := setupPG(t)
+	c, err := api.NewClient(b.srv.URL, token, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	first, err := c.Enqueue(ctx, publish.Request{Kind: "email.send", Key: "html-1", Payload: json.RawMessage(`{"html": "<p>Hi & bye</p>"}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := b.post(t, "html-1", `{"kind":"email.send","payload":{"html":"<p>Hi & bye</p>"}}`); a.status != http.StatusOK || a.result(t).ID != first.ID {
+		t.Errorf("the same job over curl: %d %s", a.status, a.body)
+	}
+	r, err := b.pc.Enqueue(ctx, publish.Request{Kind: "email.send", Key: "html-1", Payload: json.RawMessage("{ \"html\" :\n \"<p>Hi & bye</p>\" }")})
+	if err != nil || !r.Duplicate || r.ID != first.ID {
+		t.Errorf("the same job in-process, other whitespace: %+v %v", r, err)
+	}
+	var stored string
+	if err := b.st.Pool().QueryRow(ctx, `SELECT convert_from(payload, 'UTF8') FROM pubq.jobs WHERE key = 'html-1'`).Scan(&stored); err != nil {
+		t.Fatal(err)
+	}
+	if stored != `{"html":"<p>Hi & bye</p>"}` {
+		t.Errorf("stored payload %s", stored)
+	}
+	b.wantRows(t, 1, 1)
 }

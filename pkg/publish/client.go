@@ -1,6 +1,7 @@
 package publish
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -56,9 +57,10 @@ var (
 // MaxBatch is the most jobs one EnqueueMany accepts.
 const MaxBatch = 1000
 
-// MaxAttributes is the most extra attributes a job may carry (Pub/Sub allows 100; pubq's envelope and
-// the clients' trace context use the rest).
-const MaxAttributes = 90
+// MaxAttributes is the most extra attributes a job may carry. Pub/Sub allows 100 a message; pubq needs
+// the rest on the job's fullest message, its dead letter: the envelope (6), the previous attempt's span
+// (1), the Pub/Sub client's trace context (2) and the dead-letter attributes (5).
+const MaxAttributes = 86
 
 // Config configures a Client.
 type Config struct {
@@ -215,9 +217,9 @@ func (c *Client) enqueue(ctx context.Context, q store.Querier, rs []Request) ([]
 		if err != nil {
 			return nil, c.fail(span, fmt.Errorf("job %d (key %q): %w", i, r.Key, err))
 		}
-		if len(r.Payload) == 0 {
-			r.Payload = json.RawMessage("{}")
-		}
+		// One form per payload, as the HTTP API stores it, so the same job sent through either path (or
+		// re-serialised with other whitespace) hashes the same and is not a key conflict.
+		r.Payload = normalizePayload(r.Payload)
 		runAt := r.RunAt
 		if r.RunIn > 0 {
 			runAt = now.Add(r.RunIn)
@@ -265,4 +267,18 @@ func (c *Client) fail(span trace.Span, err error) error {
 	span.RecordError(err)
 	span.SetStatus(codes.Error, err.Error())
 	return err
+}
+
+// normalizePayload makes a missing or null payload {} and compacts the rest (valid JSON: Prepare
+// checked it).
+func normalizePayload(p json.RawMessage) json.RawMessage {
+	if len(p) == 0 || string(p) == "null" {
+		return json.RawMessage("{}")
+	}
+	var buf bytes.Buffer
+	buf.Grow(len(p))
+	if err := json.Compact(&buf, p); err != nil {
+		return p
+	}
+	return buf.Bytes()
 }
