@@ -137,6 +137,10 @@ func ValidateKey(key string) error {
 		return &DecodeError{AttrKey, "required"}
 	case len(key) > MaxKeyBytes:
 		return &DecodeError{AttrKey, fmt.Sprintf("%d bytes exceeds %d", len(key), MaxKeyBytes)}
+	case key[0] == ' ' || key[len(key)-1] == ' ':
+		// HTTP drops a header value's outer spaces, so " k" would be one key in a body and another in
+		// an Idempotency-Key header.
+		return &DecodeError{AttrKey, "starts or ends with a space"}
 	case printableASCII(key):
 		return nil // the common case, without decoding runes
 	case !utf8.ValidString(key):
@@ -178,10 +182,21 @@ func (j *Job) Validate() error {
 	return ValidatePayload(j.Payload)
 }
 
-// ValidateID checks a job id's length.
+// ValidateID checks a job id: at most 128 bytes of printable UTF-8. (Postgres refuses NUL and invalid
+// UTF-8 in text: one such id from a foreign publisher would fail every claim batched with it.)
 func ValidateID(id string) error {
-	if len(id) > 128 {
+	switch {
+	case len(id) > 128:
 		return &DecodeError{AttrID, "longer than 128 bytes"}
+	case printableASCII(id):
+		return nil
+	case !utf8.ValidString(id):
+		return &DecodeError{AttrID, "not valid UTF-8"}
+	}
+	for _, r := range id {
+		if !unicode.IsPrint(r) {
+			return &DecodeError{AttrID, "contains a control or non-printable character"}
+		}
 	}
 	return nil
 }
@@ -276,9 +291,15 @@ func Truncate(s string, n int) string { return truncate(s, n) }
 // DeadLetterAttributes returns orig plus the AttrDead* attributes that say why, when and after how many
 // attempts a message of queue was dead-lettered. Every dead letter pubq writes (the worker's and the
 // rescuer's) carries the same set, so consumers of a dead-letter topic read one format.
+//
+// The delivery's trace context (traceparent, googclient_traceparent and their tracestate) is left out:
+// the dead letter's publish writes its own, and five attributes more must still fit Pub/Sub's 100.
 func DeadLetterAttributes(orig map[string]string, queue, reason, errText string, attempts int, at time.Time) map[string]string {
 	attrs := make(map[string]string, len(orig)+5)
 	for k, v := range orig {
+		if k == AttrPubSubTraceParent || k == AttrPubSubTraceState || k == AttrTraceParent || k == AttrTraceState {
+			continue
+		}
 		attrs[k] = v
 	}
 	attrs[AttrDeadReason] = reason

@@ -71,6 +71,10 @@ func TestDecodeErrors(t *testing.T) {
 		{"no key", `{}`, with(job.AttrKey, "\x00delete"), job.AttrKey},
 		{"long key", `{}`, with(job.AttrKey, strings.Repeat("k", 257)), job.AttrKey},
 		{"control key", `{}`, with(job.AttrKey, "a\nb"), job.AttrKey},
+		{"key with outer space", `{}`, with(job.AttrKey, " k"), job.AttrKey},
+		// Postgres refuses NUL and invalid UTF-8 in text: such an id would fail a whole claim batch.
+		{"NUL in id", `{}`, with(job.AttrID, "a\x00b"), job.AttrID},
+		{"invalid UTF-8 id", `{}`, with(job.AttrID, "a\xffb"), job.AttrID},
 		{"bad kind", `{}`, with(job.AttrKind, "Send Email"), job.AttrKind},
 		{"version", `{}`, with(job.AttrVersion, "2"), job.AttrVersion},
 		{"attempt", `{}`, with(job.AttrAttempt, "0"), job.AttrAttempt},
@@ -172,6 +176,18 @@ func TestDeadLetterAttributes(t *testing.T) {
 	}
 	if orig[job.AttrDeadReason] != "stale" || len(orig) != 3 {
 		t.Errorf("the original map was changed: %v", orig)
+	}
+	// The delivery's trace context stays behind: the dead letter's publish writes its own.
+	traced := map[string]string{job.AttrKey: "k", job.AttrTraceParent: "00-x", job.AttrPubSubTraceParent: "00-y",
+		job.AttrPubSubTraceState: "s", job.AttrTraceState: "t", job.AttrPrevTraceParent: "00-z"}
+	got = job.DeadLetterAttributes(traced, "q", job.ReasonPermanent, "e", 1, at)
+	for _, k := range []string{job.AttrTraceParent, job.AttrPubSubTraceParent, job.AttrPubSubTraceState, job.AttrTraceState} {
+		if _, ok := got[k]; ok {
+			t.Errorf("%s kept on the dead letter", k)
+		}
+	}
+	if got[job.AttrPrevTraceParent] != "00-z" {
+		t.Errorf("the previous attempt's link was dropped: %v", got)
 	}
 }
 

@@ -3,6 +3,7 @@ package publish_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -221,5 +222,22 @@ func TestRelayPublishesToTopic(t *testing.T) {
 	j, err := job.Decode(got.Data, got.Attributes, got.PublishTime)
 	if err != nil || j.Key != "k1" || j.ID != r.ID || j.Kind != "demo.record" || string(j.Payload) != `{"n":1}` {
 		t.Fatalf("received %+v %v", j, err)
+	}
+}
+
+// A job with the most attributes allowed still fits Pub/Sub's 100 on its fullest message: the dead
+// letter of a retried, traced delivery, once the relay's publish has added its trace context.
+func TestMaxAttributesFitTheDeadLetter(t *testing.T) {
+	attrs := map[string]string{}
+	for i := range publish.MaxAttributes {
+		attrs[fmt.Sprintf("custom_%d", i)] = "v"
+	}
+	j := &job.Job{ID: "id", Kind: "email.send", Key: "k", Payload: []byte(`{}`), EnqueuedAt: time.Now(), Attempt: 3, Attributes: attrs}
+	_, delivered := j.Envelope()
+	delivered[job.AttrPrevTraceParent] = "00-prev"
+	delivered[job.AttrPubSubTraceParent], delivered[job.AttrPubSubTraceState] = "00-this", "s"
+	dead := job.DeadLetterAttributes(delivered, "bulk", job.ReasonExhausted, "boom", 3, time.Now())
+	if n := len(dead) + 2; n > 100 { // + the relay's googclient_traceparent and tracestate
+		t.Fatalf("the dead letter would carry %d attributes; Pub/Sub allows 100", n)
 	}
 }
