@@ -93,8 +93,11 @@ func (r *Relay) Run(ctx context.Context) error {
 	for {
 		for {
 			// A pass that has started finishes (bounded by PublishTimeout): cancelling mid-publish would
-			// push its rows back by a retry delay.
-			n, err := r.RelayOnce(context.WithoutCancel(ctx))
+			// push its rows back by a retry delay. Its database work gets a bound too, or a stalled
+			// database would hold a shutdown for ever.
+			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*r.cfg.PublishTimeout)
+			n, err := r.RelayOnce(pctx)
+			cancel()
 			if err != nil {
 				if ctx.Err() != nil {
 					return nil

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -54,10 +55,17 @@ func (s *Store) Relay(ctx context.Context, limit int, publish PublishFunc, retry
 		var delays []float64
 		var texts []string
 		for i, m := range msgs {
-			if i < len(errs) && errs[i] != nil {
+			// A row is deleted only on a result that says it was published; no result is a failure.
+			var err error
+			if i >= len(errs) {
+				err = errors.New("pubq: the publish function returned no result for this message")
+			} else {
+				err = errs[i]
+			}
+			if err != nil {
 				failed = append(failed, m.ID)
 				delays = append(delays, retryIn(m.Attempts+1).Seconds())
-				texts = append(texts, errs[i].Error())
+				texts = append(texts, err.Error())
 				continue
 			}
 			done = append(done, m.ID)

@@ -468,6 +468,25 @@ func TestRelayKeepsFailedMessages(t *testing.T) {
 	}
 }
 
+// A PublishFunc that returns fewer results than messages has not said the rest were published:
+// their rows stay.
+func TestRelayKeepsMessagesWithoutAResult(t *testing.T) {
+	st := open(t)
+	ctx := context.Background()
+	if _, err := store.Enqueue(ctx, st.Pool(), []store.NewJob{newJob("a", `{}`), newJob("b", `{}`), newJob("c", `{}`)}); err != nil {
+		t.Fatal(err)
+	}
+	n, err := st.Relay(ctx, 10, func(_ context.Context, msgs []store.OutboxMessage) []error {
+		return make([]error, 1) // one success, no word on the others
+	}, func(int) time.Duration { return time.Hour })
+	if err != nil || n != 1 {
+		t.Fatalf("relay: %d %v", n, err)
+	}
+	if left := count(t, st, `SELECT count(*) FROM pubq.outbox WHERE publish_attempts = 1 AND last_error LIKE '%no result%'`); left != 2 {
+		t.Fatalf("%d rows kept as failed, want 2", left)
+	}
+}
+
 func TestPrune(t *testing.T) {
 	st := open(t)
 	ctx := context.Background()
