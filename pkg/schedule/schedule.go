@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/robfig/cron/v3"
 
 	"github.com/pubq/pubq/pkg/publish"
@@ -30,6 +31,9 @@ type Config struct {
 	Now func() time.Time
 	// Sleep waits until t or ctx is done. Default: a timer. Tests inject a fake.
 	Sleep func(ctx context.Context, d time.Duration)
+	// RetryFor is how long a tick whose enqueue fails is retried before it is given up. Default 5m;
+	// the other schedules wait meanwhile.
+	RetryFor time.Duration
 	// Logger. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -62,6 +66,12 @@ func New(enq Enqueuer, schedules []queue.Schedule, cfg *Config) (*Scheduler, err
 	}
 	if s.cfg.Now == nil {
 		s.cfg.Now = time.Now
+	}
+	if s.cfg.RetryFor < 0 {
+		return nil, errors.New("pubq: schedule: RetryFor must not be negative")
+	}
+	if s.cfg.RetryFor == 0 {
+		s.cfg.RetryFor = 5 * time.Minute
 	}
 	if s.cfg.Sleep == nil {
 		s.cfg.Sleep = func(ctx context.Context, d time.Duration) {
@@ -135,15 +145,29 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	return nil
 }
 
+// fire enqueues a tick, retrying failures (a database blip at 02:00 must not cost the night's job)
+// with jittered backoff for up to RetryFor. Retrying is safe: the tick's key makes it one job.
 func (s *Scheduler) fire(ctx context.Context, sc queue.Schedule, tick time.Time) {
-	r, err := s.Fire(ctx, sc, tick)
-	if err != nil {
-		if ctx.Err() == nil {
-			s.cfg.Logger.Error("schedule tick failed", "schedule", sc.Name, "tick", tick, "error", err)
+	b := backoff.NewExponentialBackOff(backoff.WithInitialInterval(time.Second), backoff.WithMaxInterval(30*time.Second),
+		backoff.WithMaxElapsedTime(0))
+	deadline := s.cfg.Now().Add(s.cfg.RetryFor)
+	for attempt := 1; ; attempt++ {
+		r, err := s.Fire(ctx, sc, tick)
+		if err == nil {
+			s.cfg.Logger.Info("schedule tick", "schedule", sc.Name, "tick", tick, "job_id", r.ID, "duplicate", r.Duplicate)
+			return
 		}
-		return
+		if ctx.Err() != nil {
+			return
+		}
+		wait := b.NextBackOff()
+		if !s.cfg.Now().Add(wait).Before(deadline) {
+			s.cfg.Logger.Error("schedule tick failed; giving up on it", "schedule", sc.Name, "tick", tick, "attempts", attempt, "error", err)
+			return
+		}
+		s.cfg.Logger.Warn("schedule tick failed; retrying", "schedule", sc.Name, "tick", tick, "attempt", attempt, "in", wait, "error", err)
+		s.cfg.Sleep(ctx, wait)
 	}
-	s.cfg.Logger.Info("schedule tick", "schedule", sc.Name, "tick", tick, "job_id", r.ID, "duplicate", r.Duplicate)
 }
 
 // previous returns the latest tick in (now-window, now], or zero.

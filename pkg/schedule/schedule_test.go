@@ -2,6 +2,10 @@ package schedule_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -120,4 +124,61 @@ type nopEnqueuer struct{}
 
 func (nopEnqueuer) Enqueue(context.Context, publish.Request) (publish.Result, error) {
 	return publish.Result{}, nil
+}
+
+// flakyEnqueuer fails the first failures calls of each key, then records the key.
+type flakyEnqueuer struct {
+	failures int
+	calls    map[string]int
+	done     []string
+}
+
+func (f *flakyEnqueuer) Enqueue(_ context.Context, r publish.Request) (publish.Result, error) {
+	f.calls[r.Key]++
+	if f.calls[r.Key] <= f.failures {
+		return publish.Result{}, errors.New("database unreachable")
+	}
+	f.done = append(f.done, r.Key)
+	return publish.Result{ID: r.Key}, nil
+}
+
+// A tick whose enqueue fails is retried, not skipped; one that keeps failing is given up after
+// RetryFor, and the next tick is fired on time.
+func TestFailedTickIsRetried(t *testing.T) {
+	sc := []queue.Schedule{{Name: "scan", Cron: "*/5 * * * *", Kind: "students.scan"}}
+	start := time.Date(2026, 11, 25, 1, 2, 0, 0, time.UTC)
+	for _, c := range []struct {
+		name     string
+		failures int
+		want     []string // ticks enqueued by 01:12
+	}{
+		{"blip", 3, []string{"01:05", "01:10"}},
+		{"outage longer than RetryFor", 1000, nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			clock := &fakeClock{now: start, end: start.Add(10 * time.Minute), stop: cancel}
+			f := &flakyEnqueuer{failures: c.failures, calls: map[string]int{}}
+			s, err := schedule.New(f, sc, &schedule.Config{Now: clock.Now, Sleep: clock.Sleep, CatchUp: -1,
+				RetryFor: 2 * time.Minute, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = s.Run(ctx)
+			var want []string
+			for _, hm := range c.want {
+				tick, _ := time.Parse("15:04", hm)
+				want = append(want, schedule.Key("scan", start.Truncate(24*time.Hour).Add(time.Duration(tick.Hour())*time.Hour+time.Duration(tick.Minute())*time.Minute)))
+			}
+			if fmt.Sprint(f.done) != fmt.Sprint(want) {
+				t.Errorf("enqueued %v, want %v", f.done, want)
+			}
+			k5 := schedule.Key("scan", start.Truncate(time.Hour).Add(5*time.Minute))
+			k10 := schedule.Key("scan", start.Truncate(time.Hour).Add(10*time.Minute))
+			if c.failures > 100 && (f.calls[k5] < 3 || f.calls[k10] == 0) {
+				t.Errorf("calls %v: the failing tick must be retried, then the next one fired", f.calls)
+			}
+		})
+	}
 }
