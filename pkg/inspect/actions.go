@@ -92,17 +92,24 @@ type jobRow struct {
 	finishedAt                  *time.Time
 	deadReason, lastError       string
 	runAt                       time.Time
+	attributes                  map[string]string // the job's own, as enqueued (nil: none stored)
 }
 
 const jobCols = `j.key, j.id, j.queue, j.kind, j.state, j.attempt, j.payload, coalesce(j.trace_parent, ''), j.enqueued_at,
-	j.finished_at, coalesce(j.dead_reason, ''), coalesce(j.last_error, ''), j.run_at`
+	j.finished_at, coalesce(j.dead_reason, ''), coalesce(j.last_error, ''), j.run_at, j.attributes`
+
+// dest is where a row of jobCols scans to.
+func (r *jobRow) dest() []any {
+	return []any{&r.key, &r.id, &r.queue, &r.kind, &r.state, &r.attempt, &r.payload, &r.traceParent,
+		&r.enqueuedAt, &r.finishedAt, &r.deadReason, &r.lastError, &r.runAt, &r.attributes}
+}
 
 func scanJobs(rows pgx.Rows) ([]jobRow, error) {
 	var out []jobRow
 	var r jobRow
-	_, err := pgx.ForEachRow(rows, []any{&r.key, &r.id, &r.queue, &r.kind, &r.state, &r.attempt, &r.payload, &r.traceParent,
-		&r.enqueuedAt, &r.finishedAt, &r.deadReason, &r.lastError, &r.runAt}, func() error {
+	_, err := pgx.ForEachRow(rows, r.dest(), func() error {
 		out = append(out, r)
+		r.attributes = nil // the next row's JSON must not be decoded into this row's map
 		return nil
 	})
 	return out, err
@@ -163,7 +170,7 @@ func (i *Inspector) message(ctx context.Context, r jobRow, attempt int, spanName
 	if r.payload == nil {
 		return store.OutboxMessage{}, errors.New("no payload is stored for this job")
 	}
-	j := &job.Job{ID: r.id, Kind: r.kind, Key: r.key, Payload: r.payload, EnqueuedAt: r.enqueuedAt, Attempt: attempt}
+	j := &job.Job{ID: r.id, Kind: r.kind, Key: r.key, Payload: r.payload, EnqueuedAt: r.enqueuedAt, Attempt: attempt, Attributes: r.attributes}
 	data, attrs, err := j.Encode()
 	if err != nil {
 		return store.OutboxMessage{}, fmt.Errorf("stored job does not encode: %w", err)
@@ -582,9 +589,9 @@ func (i *Inspector) bulkFilter(ctx context.Context, a bulkAction, f Filter, res 
 			var batch []jobRow
 			var r jobRow
 			var at time.Time
-			_, err = pgx.ForEachRow(rows, []any{&r.key, &r.id, &r.queue, &r.kind, &r.state, &r.attempt, &r.payload, &r.traceParent,
-				&r.enqueuedAt, &r.finishedAt, &r.deadReason, &r.lastError, &r.runAt, &at}, func() error {
+			_, err = pgx.ForEachRow(rows, append(r.dest(), &at), func() error {
 				batch = append(batch, r)
+				r.attributes = nil
 				curT, curKey = at, r.key
 				return nil
 			})

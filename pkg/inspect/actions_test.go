@@ -51,6 +51,7 @@ func TestReplayRestartsADeadJobOnce(t *testing.T) {
 	want := map[string]string{
 		job.AttrKind: "payment.capture", job.AttrKey: "order-7", job.AttrVersion: "1", job.AttrID: "id-order-7",
 		job.AttrPrevTraceParent: traceparent(1),
+		"tenant":                "t-order-7", // the job's own attribute, as enqueued
 	}
 	for k, v := range want {
 		if m.Attributes[k] != v {

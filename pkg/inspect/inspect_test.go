@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pubq/pubq/pkg/inspect"
+	"github.com/pubq/pubq/pkg/job"
 	"github.com/pubq/pubq/pkg/queue"
 	"github.com/pubq/pubq/pkg/store"
 	"github.com/pubq/pubq/pkg/testenv"
@@ -72,7 +73,8 @@ func (b *bundle) enqueue(t *testing.T, key, kind string, payload string) {
 		t.Fatal(err)
 	}
 	_, err = store.Enqueue(b.ctx, b.pool, []store.NewJob{{Key: key, ID: "id-" + key, Queue: q.Name, Kind: kind, Topic: q.Topic,
-		Payload: []byte(payload), Attributes: map[string]string{"pubq_kind": kind, "pubq_key": key, "pubq_version": "1", "pubq_id": "id-" + key},
+		Payload: []byte(payload), Attributes: map[string]string{"pubq_kind": kind, "pubq_key": key, "pubq_version": "1", "pubq_id": "id-" + key,
+			"tenant": "t-" + key, job.AttrTraceParent: traceparent(0)},
 		MaxAttempts: 5, TraceParent: traceparent(0)}})
 	if err != nil {
 		t.Fatal(err)

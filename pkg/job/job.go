@@ -257,8 +257,7 @@ func Decode(data []byte, attrs map[string]string, publishTime time.Time) (*Job, 
 		j.Attempt = n
 	}
 	for k, v := range attrs {
-		switch k {
-		case AttrKind, AttrKey, AttrVersion, AttrID, AttrEnqueuedAt, AttrAttempt:
+		if EnvelopeAttribute(k) {
 			continue
 		}
 		if j.Attributes == nil {
@@ -267,6 +266,16 @@ func Decode(data []byte, attrs map[string]string, publishTime time.Time) (*Job, 
 		j.Attributes[k] = v
 	}
 	return j, nil
+}
+
+// EnvelopeAttribute reports whether k is one of the envelope's attributes, which Envelope writes and
+// Decode reads into Job's fields; every other attribute is the job's own (Job.Attributes).
+func EnvelopeAttribute(k string) bool {
+	switch k {
+	case AttrKind, AttrKey, AttrVersion, AttrID, AttrEnqueuedAt, AttrAttempt:
+		return true
+	}
+	return false
 }
 
 func truncate(s string, n int) string {

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/pubq/pubq/pkg/job"
 )
 
 // ClaimRequest asks to run one delivery of a job.
@@ -412,8 +414,15 @@ func Enqueue(ctx context.Context, q Querier, jobs []NewJob) ([]EnqueueResult, er
 	n := len(jobs)
 	keys, ids, queues, kinds, states := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	payloads, hashes, runAts := make([][]byte, n), make([][]byte, n), make([]*time.Time, n)
-	maxes, tps := make([]int32, n), make([]string, n)
+	maxes, tps, attrs := make([]int32, n), make([]string, n), make([]string, n)
 	for i, j := range jobs {
+		if own := ownAttributes(j.Attributes); own != nil {
+			b, err := json.Marshal(own)
+			if err != nil {
+				return nil, fmt.Errorf("pubq: enqueueing %q: attributes: %w", j.Key, err)
+			}
+			attrs[i] = string(b)
+		}
 		h := sha256.Sum256(append([]byte(j.Kind+"\x00"), j.Payload...))
 		keys[i], ids[i], queues[i], kinds[i], payloads[i], hashes[i] = j.Key, j.ID, j.Queue, j.Kind, j.Payload, h[:]
 		maxes[i], tps[i], states[i] = int32(j.MaxAttempts), j.TraceParent, "pending"
@@ -422,12 +431,12 @@ func Enqueue(ctx context.Context, q Querier, jobs []NewJob) ([]EnqueueResult, er
 			runAts[i], states[i] = &t, "scheduled"
 		}
 	}
-	rows, err := q.Query(ctx, `INSERT INTO pubq.jobs (key, id, queue, kind, state, payload, payload_hash, run_at, max_attempts, trace_parent)
-		SELECT r.k, r.i, r.q, r.kd, r.st, r.p, r.h, coalesce(r.ra, now()), r.ma, nullif(r.tp, '')
-		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::bytea[], $8::timestamptz[], $9::int[], $10::text[])
-		     AS r(k, i, q, kd, st, p, h, ra, ma, tp)
+	rows, err := q.Query(ctx, `INSERT INTO pubq.jobs (key, id, queue, kind, state, payload, payload_hash, run_at, max_attempts, trace_parent, attributes)
+		SELECT r.k, r.i, r.q, r.kd, r.st, r.p, r.h, coalesce(r.ra, now()), r.ma, nullif(r.tp, ''), nullif(r.at, '')::jsonb
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::bytea[], $8::timestamptz[], $9::int[], $10::text[], $11::text[])
+		     AS r(k, i, q, kd, st, p, h, ra, ma, tp, at)
 		ORDER BY r.k -- rows in key order, as the claim takes them: two overlapping batches cannot deadlock
-		ON CONFLICT (key) DO NOTHING RETURNING key`, keys, ids, queues, kinds, states, payloads, hashes, runAts, maxes, tps)
+		ON CONFLICT (key) DO NOTHING RETURNING key`, keys, ids, queues, kinds, states, payloads, hashes, runAts, maxes, tps, attrs)
 	if err != nil {
 		return nil, fmt.Errorf("pubq: enqueueing: %w", err)
 	}
@@ -529,4 +538,21 @@ func (s *Store) Release(ctx context.Context, l Lease) error {
 		return fmt.Errorf("pubq: releasing job %q: %w", l.Key, err)
 	}
 	return nil
+}
+
+// ownAttributes is attrs without the envelope (which the row's columns hold) and trace context (which
+// a later delivery writes anew), or nil if nothing is left.
+func ownAttributes(attrs map[string]string) map[string]string {
+	var own map[string]string
+	for k, v := range attrs {
+		if job.EnvelopeAttribute(k) || k == job.AttrTraceParent || k == job.AttrTraceState ||
+			k == job.AttrPubSubTraceParent || k == job.AttrPubSubTraceState {
+			continue
+		}
+		if own == nil {
+			own = make(map[string]string, len(attrs))
+		}
+		own[k] = v
+	}
+	return own
 }

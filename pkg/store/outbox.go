@@ -163,7 +163,8 @@ func (s *Store) Rescue(ctx context.Context, grace time.Duration, limit int, targ
 				run_at = now(), lease_owner = NULL, lease_until = NULL, fence = j.fence + 1
 			FROM due WHERE j.key = due.key
 			RETURNING j.key, j.id, j.queue, j.kind, j.attempt, j.state = 'dead', coalesce(j.payload, '\x7b7d'::bytea),
-				coalesce(j.trace_parent, ''), j.enqueued_at, due.fence, coalesce(due.lease_owner, ''), due.started_at, j.last_error`,
+				coalesce(j.trace_parent, ''), j.enqueued_at, due.fence, coalesce(due.lease_owner, ''), due.started_at, j.last_error,
+				j.attributes`,
 			grace.Seconds(), limit, queues)
 		if err != nil {
 			return err
@@ -175,12 +176,13 @@ func (s *Store) Rescue(ctx context.Context, grace time.Duration, limit int, targ
 			enqueuedAt           time.Time
 			startedAt            *time.Time
 			fence                int64
+			attrs                map[string]string
 		}
 		var got []row
 		for rows.Next() {
 			var x row
 			if err := rows.Scan(&x.r.Key, &x.id, &x.r.Queue, &x.r.Kind, &x.r.Attempt, &x.r.Dead, &x.payload, &x.tp,
-				&x.enqueuedAt, &x.fence, &x.owner, &x.startedAt, &x.lastE); err != nil {
+				&x.enqueuedAt, &x.fence, &x.owner, &x.startedAt, &x.lastE, &x.attrs); err != nil {
 				rows.Close()
 				return err
 			}
@@ -201,10 +203,10 @@ func (s *Store) Rescue(ctx context.Context, grace time.Duration, limit int, targ
 			m := OutboxMessage{JobKey: x.r.Key, Topic: t.Topic, Data: x.payload, TraceParent: x.tp}
 			if x.r.Dead {
 				m.Topic = t.DeadLetterTopic
-				m.Attributes = job.DeadLetterAttributes(t.Attributes(x.r.Key, x.id, x.r.Kind, x.r.Attempt, x.enqueuedAt), x.r.Queue,
-					job.ReasonExhausted, "worker lost during the last attempt", x.r.Attempt, time.Now())
+				m.Attributes = job.DeadLetterAttributes(withOwn(x.attrs, t.Attributes(x.r.Key, x.id, x.r.Kind, x.r.Attempt, x.enqueuedAt)),
+					x.r.Queue, job.ReasonExhausted, "worker lost during the last attempt", x.r.Attempt, time.Now())
 			} else {
-				m.Attributes = t.Attributes(x.r.Key, x.id, x.r.Kind, x.r.Attempt+1, x.enqueuedAt)
+				m.Attributes = withOwn(x.attrs, t.Attributes(x.r.Key, x.id, x.r.Kind, x.r.Attempt+1, x.enqueuedAt))
 			}
 			msgs = append(msgs, m)
 			out = append(out, x.r)
@@ -224,4 +226,15 @@ func (s *Store) Rescue(ctx context.Context, grace time.Duration, limit int, targ
 		return nil, fmt.Errorf("pubq: rescuing stuck jobs: %w", err)
 	}
 	return out, nil
+}
+
+// withOwn returns envelope plus a job's own attributes (stored at enqueue) under it: the envelope's
+// values win.
+func withOwn(own, envelope map[string]string) map[string]string {
+	for k, v := range own {
+		if _, set := envelope[k]; !set {
+			envelope[k] = v
+		}
+	}
+	return envelope
 }

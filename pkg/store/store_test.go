@@ -594,6 +594,37 @@ func TestRescue(t *testing.T) {
 	}
 }
 
+// A rescued job's delivery carries the job's own attributes as enqueued, under a fresh envelope, and not
+// the first delivery's trace context.
+func TestRescueKeepsTheJobsOwnAttributes(t *testing.T) {
+	st := open(t)
+	ctx := context.Background()
+	nj := newJob("own", `{}`)
+	nj.Attributes = map[string]string{job.AttrKind: nj.Kind, job.AttrKey: "own", "tenant": "t1", job.AttrTraceParent: "00-old"}
+	if _, err := store.Enqueue(ctx, st.Pool(), []store.NewJob{nj}); err != nil {
+		t.Fatal(err)
+	}
+	claim(t, batcher(t, st, "dead-worker", time.Second), "own")
+	time.Sleep(1100 * time.Millisecond)
+	targets := map[string]store.RescueTarget{"default": {Topic: "pubq-default", DeadLetterTopic: "pubq-default-dead",
+		Attributes: func(key, id, kind string, attempt int, _ time.Time) map[string]string {
+			return map[string]string{job.AttrKey: key, job.AttrAttempt: fmt.Sprint(attempt)}
+		}}}
+	if got, err := st.Rescue(ctx, 0, 10, targets); err != nil || len(got) != 1 {
+		t.Fatalf("rescue: %v %v", got, err)
+	}
+	var attrs map[string]string
+	if err := st.Pool().QueryRow(ctx, `SELECT attributes FROM pubq.outbox WHERE job_key = 'own' AND attributes->>'pubq_attempt' = '2'`).Scan(&attrs); err != nil {
+		t.Fatal(err)
+	}
+	if attrs["tenant"] != "t1" || attrs[job.AttrKey] != "own" {
+		t.Errorf("rescued delivery's attributes: %v", attrs)
+	}
+	if _, ok := attrs[job.AttrTraceParent]; ok {
+		t.Errorf("the first delivery's trace context came along: %v", attrs)
+	}
+}
+
 // The batcher must not wait for its timer when every in-flight message is already waiting in it.
 func TestBatcherFlushesWhenAllWaiting(t *testing.T) {
 	st := open(t)
