@@ -235,11 +235,15 @@ func (m *Metrics) Rescued(ctx context.Context, queue string, n int) {
 	m.rescued.Add(ctx, int64(n), m.queueOnly(queue))
 }
 
+// OutboxObserveTimeout bounds ObserveOutbox's fn on each collection.
+const OutboxObserveTimeout = 2 * time.Second
+
 // ObserveOutbox registers fn as the source of the pubq_outbox_backlog and
-// pubq_outbox_oldest_age_seconds gauges; fn runs on every collection (each /metrics scrape) with the
-// scrape's context, so it should be one cheap query. When fn fails nothing is observed for that
-// scrape and the error goes to the OpenTelemetry error handler (logged by Setup's logger). A second
-// call replaces the first.
+// pubq_outbox_oldest_age_seconds gauges; fn runs on every collection (each /metrics scrape), so it
+// should be one cheap query. It gets OutboxObserveTimeout: the exporter gives it no deadline of the
+// scrape's and holds its collection lock meanwhile, so a stalled database would otherwise hang every
+// later scrape. When fn fails nothing is observed for that scrape and the error goes to the
+// OpenTelemetry error handler (logged by Setup's logger). A second call replaces the first.
 func (m *Metrics) ObserveOutbox(fn func(ctx context.Context) (backlog int64, oldest time.Duration, err error)) error {
 	if m == nil {
 		return nil
@@ -248,6 +252,8 @@ func (m *Metrics) ObserveOutbox(fn func(ctx context.Context) (backlog int64, old
 		return fmt.Errorf("telemetry: ObserveOutbox: fn is nil")
 	}
 	reg, err := m.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		ctx, cancel := context.WithTimeout(ctx, OutboxObserveTimeout)
+		defer cancel()
 		backlog, oldest, err := fn(ctx)
 		if err != nil {
 			return fmt.Errorf("telemetry: observing outbox: %w", err)

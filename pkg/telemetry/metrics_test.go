@@ -220,3 +220,25 @@ func BenchmarkMetricsStarted(b *testing.B) {
 		m.Started(ctx, "critical", "email.send")
 	}
 }
+
+// A stalled database must not hang /metrics: the exporter gives the callback no deadline of its own.
+func TestObserveOutboxIsBounded(t *testing.T) {
+	p, m := setupMetrics(t, nil)
+	if err := m.ObserveOutbox(func(ctx context.Context) (int64, time.Duration, error) {
+		<-ctx.Done() // a query that never returns until cancelled
+		return 0, 0, ctx.Err()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	got := scrape(t, p)
+	if d := time.Since(start); d > OutboxObserveTimeout+3*time.Second {
+		t.Errorf("scrape took %s", d)
+	}
+	if _, ok := got["pubq_outbox_backlog"]; ok {
+		t.Error("a timed-out observation exported a backlog")
+	}
+	if _, ok := got["pubq_jobs_in_flight"]; !ok && len(got) == 0 {
+		t.Error("the scrape exported nothing")
+	}
+}

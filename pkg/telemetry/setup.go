@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
@@ -270,7 +271,8 @@ func (p *Providers) TracesExporter() string {
 
 // MetricsHandler serves the Prometheus text format of this Providers' registry; mount it on /metrics.
 func (p *Providers) MetricsHandler() http.Handler {
-	return promhttp.HandlerFor(p.registry, promhttp.HandlerOpts{Registry: p.registry})
+	// A scrape that cannot finish in 10s is answered 503 rather than left to pile up.
+	return promhttp.HandlerFor(p.registry, promhttp.HandlerOpts{Registry: p.registry, Timeout: 10 * time.Second})
 }
 
 // ForceFlush exports the spans ended so far without shutting down (for short-lived commands and
