@@ -232,15 +232,40 @@ func (m *merger) fold(ctx context.Context, t *table, u uniqueKey, pairs []foldPa
 		sel = append(sel, field("l", sh.pos(c), t.cols[c].typ)+" AS "+mAlias("l", i))
 		match = append(match, eq("t."+pgx.Identifier{c}.Sanitize(), "m."+mAlias("l", i), sh.nullSafe))
 	}
-	tag, err := m.tx.Exec(ctx, "DELETE FROM "+t.ident()+" t USING (SELECT "+strings.Join(sel, ", ")+
-		" FROM jsonb_array_elements($1::jsonb) AS p) m WHERE "+strings.Join(match, " AND "), string(js))
+	// Each deleted row comes back whole: a loser may hold data its keeper lacks (the duplicate's
+	// final submission, its grade), and the audit must keep it for a human to restore.
+	idCols := make([]string, len(sh.id))
+	for i, c := range sh.id {
+		idCols[i] = "t." + pgx.Identifier{c}.Sanitize()
+	}
+	rows, err := m.tx.Query(ctx, "DELETE FROM "+t.ident()+" t USING (SELECT "+strings.Join(sel, ", ")+
+		" FROM jsonb_array_elements($1::jsonb) AS p) m WHERE "+strings.Join(match, " AND ")+
+		" RETURNING jsonb_build_array("+strings.Join(idCols, ", ")+"), to_jsonb(t)", string(js))
 	if err != nil {
 		return fmt.Errorf("merge: deleting folded rows of %s: %w", t.label(), err)
 	}
-	if tag.RowsAffected() != int64(len(pairs)) {
-		return fmt.Errorf("merge: deleted %d of %d folded rows of %s", tag.RowsAffected(), len(pairs), t.label())
+	deleted := map[string]json.RawMessage{} // identity (sh.id's values) -> the whole row
+	for rows.Next() {
+		var id, row []byte
+		if err := rows.Scan(&id, &row); err != nil {
+			rows.Close()
+			return fmt.Errorf("merge: deleting folded rows of %s: %w", t.label(), err)
+		}
+		var vals []json.RawMessage
+		if err := json.Unmarshal(id, &vals); err != nil {
+			rows.Close()
+			return fmt.Errorf("merge: deleting folded rows of %s: %w", t.label(), err)
+		}
+		deleted[identity(vals)] = row
 	}
-	m.stat(t).Deleted += tag.RowsAffected()
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("merge: deleting folded rows of %s: %w", t.label(), err)
+	}
+	if len(deleted) != len(pairs) {
+		return fmt.Errorf("merge: deleted %d of %d folded rows of %s", len(deleted), len(pairs), t.label())
+	}
+	m.stat(t).Deleted += int64(len(deleted))
 	for _, p := range pairs {
 		k, err := sh.object(p.Keeper)
 		if err != nil {
@@ -250,9 +275,30 @@ func (m *merger) fold(ctx context.Context, t *table, u uniqueKey, pairs []foldPa
 		if err != nil {
 			return fmt.Errorf("merge: recording folds of %s: %w", t.label(), err)
 		}
-		m.folds = append(m.folds, Fold{Table: t.label(), Kept: k, Deleted: l})
+		var vals []json.RawMessage
+		if err := json.Unmarshal(p.Loser, &vals); err != nil {
+			return fmt.Errorf("merge: recording folds of %s: %w", t.label(), err)
+		}
+		ids := make([]json.RawMessage, len(sh.id))
+		for i, c := range sh.id {
+			ids[i] = vals[sh.pos(c)]
+		}
+		row, ok := deleted[identity(ids)]
+		if !ok {
+			return fmt.Errorf("merge: folded row %s of %s was not among those deleted", p.Loser, t.label())
+		}
+		m.folds = append(m.folds, Fold{Table: t.label(), Kept: k, Deleted: l, Row: row})
 	}
 	return nil
+}
+
+// identity joins a row's identity values as Postgres wrote them (jsonb's canonical text on both sides).
+func identity(vals []json.RawMessage) string {
+	parts := make([]string, len(vals))
+	for i, v := range vals {
+		parts[i] = string(v)
+	}
+	return strings.Join(parts, "\x00")
 }
 
 // object turns a row's JSON array into a {"column": value} object, the form the report records

@@ -188,6 +188,18 @@ func TestMergeThreeDeepChain(t *testing.T) {
 	if n := one(t, w.pool, `SELECT count(*) FROM grades WHERE id = $1`, w.ids["gD1"]); n != 0 {
 		t.Fatal("duplicate's colliding grade still exists")
 	}
+	// ... but nothing it held is lost: the report (which goes to merge_audit) keeps the deleted rows whole.
+	var gradeRow map[string]any
+	for _, f := range rep.Folds {
+		if f.Table == "public.grades" || f.Table == "grades" {
+			if err := json.Unmarshal(f.Row, &gradeRow); err != nil {
+				t.Fatalf("fold of %s %s: row %s: %v", f.Table, f.Deleted, f.Row, err)
+			}
+		}
+	}
+	if gradeRow == nil || gradeRow["score"] != float64(70) || gradeRow["id"] != float64(w.ids["gD1"]) {
+		t.Errorf("the deleted grade in the report: %v (folds %+v)", gradeRow, rep.Folds)
+	}
 	if n := one(t, w.pool, `SELECT count(*) FROM grade_comments WHERE grade_id = $1`, w.ids["gS1"]); n != 3 {
 		t.Fatalf("survivor's grade has %d comments, want its own plus the duplicate's two", n)
 	}

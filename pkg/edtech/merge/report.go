@@ -55,6 +55,10 @@ type Fold struct {
 	Table   string          `json:"table"`
 	Kept    json.RawMessage `json:"kept"`
 	Deleted json.RawMessage `json:"deleted"`
+	// Row is the deleted row in full ({"column": value}, as to_jsonb gives it): what the duplicate's
+	// side held that its kept twin may not (a later submission, a grade, a status), kept in the audit so
+	// nothing a fold removes is lost for good.
+	Row json.RawMessage `json:"row,omitempty"`
 }
 
 // Table returns the named table's report and whether it is present.
