@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"mime"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -57,6 +58,10 @@ type Config struct {
 	TracerProvider trace.TracerProvider
 	// MeterProvider records otelhttp's request metrics. Default otel.GetMeterProvider().
 	MeterProvider metric.MeterProvider
+	// ServerName ("host:port") names this server in the HTTP spans' and metrics' server.address and
+	// server.port. Default "pubq-producer:8080". Without it they would come from each request's Host
+	// header, which any client sets: a new metric series per made-up host, before authentication.
+	ServerName string
 }
 
 func (c *Config) withDefaults() (Config, error) {
@@ -81,6 +86,11 @@ func (c *Config) withDefaults() (Config, error) {
 		if strings.ContainsAny(t, " \t\r\n") {
 			return out, fmt.Errorf("pubq: api: Config.Tokens[%d] contains whitespace", i)
 		}
+	}
+	if out.ServerName == "" {
+		out.ServerName = "pubq-producer:8080"
+	} else if _, port, err := net.SplitHostPort(out.ServerName); err != nil || port == "" {
+		return out, fmt.Errorf("pubq: api: Config.ServerName %q is not host:port", out.ServerName)
 	}
 	if out.MaxBodyBytes == 0 {
 		out.MaxBodyBytes = DefaultMaxBodyBytes
@@ -139,6 +149,7 @@ func newHandler(enq enqueuer, cfg *Config) (http.Handler, error) {
 		writeProblem(w, newProblem(TypeNotFound, http.StatusNotFound, fmt.Sprintf("no route %s %s", r.Method, truncate(r.URL.Path, 128))))
 	})
 	return otelhttp.NewHandler(mux, "pubq-producer",
+		otelhttp.WithServerName(c.ServerName),
 		otelhttp.WithTracerProvider(c.TracerProvider),
 		otelhttp.WithMeterProvider(c.MeterProvider),
 		otelhttp.WithSpanNameFormatter(spanName),

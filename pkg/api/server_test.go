@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/pubq/pubq/pkg/job"
 	"github.com/pubq/pubq/pkg/publish"
@@ -654,5 +656,40 @@ func TestProblemError(t *testing.T) {
 	}
 	if errors.Is(p, publish.ErrKeyConflict) || errors.Is(p, publish.ErrUnknownKind) || !errors.Is(p, publish.ErrInvalid) {
 		t.Fatal("Is maps the wrong sentinel")
+	}
+}
+
+// The HTTP metrics name the server by Config.ServerName, not by the Host header a client sends:
+// otherwise every made-up host would be a new series, before any authentication.
+func TestHTTPMetricsIgnoreTheHostHeader(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	b := setup(t, &Config{Tokens: []string{testToken}, ServerName: "pubq-producer:9090",
+		MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))})
+	for i := range 20 {
+		r := httptest.NewRequest(http.MethodPost, "/v1/jobs", strings.NewReader(`{}`))
+		r.Host = fmt.Sprintf("attacker-%d.example:%d", i, 1000+i)
+		b.h.ServeHTTP(httptest.NewRecorder(), r) // no token: 401
+	}
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	sets := map[string]bool{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, md := range sm.Metrics {
+			if h, ok := md.Data.(metricdata.Histogram[float64]); ok && md.Name == "http.server.request.duration" {
+				for _, dp := range h.DataPoints {
+					addr, _ := dp.Attributes.Value("server.address")
+					port, _ := dp.Attributes.Value("server.port")
+					sets[addr.String()+":"+port.String()] = true
+				}
+			}
+		}
+	}
+	if len(sets) != 1 || !sets["pubq-producer:9090"] {
+		t.Errorf("server address/port label sets: %v, want only pubq-producer:9090", sets)
+	}
+	if _, err := newHandler(b.enq, &Config{Tokens: []string{testToken}, ServerName: "no-port"}); err == nil {
+		t.Error("a ServerName without a port was accepted")
 	}
 }

@@ -128,6 +128,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		Logger:         log,
 		TracerProvider: prov.TracerProvider(),
 		MeterProvider:  prov.MeterProvider(),
+		ServerName:     serverName(cfg.addr),
 		Ready: func(ctx context.Context) error {
 			if draining.Load() {
 				return errors.New("shutting down")
@@ -231,4 +232,14 @@ func flushOutbox(ctx context.Context, relay *publish.Relay, st *store.Store) err
 		case <-t.C:
 		}
 	}
+}
+
+// serverName names the producer in its HTTP telemetry: its listen port under a fixed host name (the
+// request's Host header is the client's to choose).
+func serverName(addr string) string {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil || port == "" {
+		port = "8080"
+	}
+	return net.JoinHostPort("pubq-producer", port)
 }
