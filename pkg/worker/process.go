@@ -328,7 +328,13 @@ func (w *Worker) deadLetterRaw(ctx context.Context, rq *runQueue, m *delivery, j
 		m.Nack()
 		return
 	}
-	w.cfg.Metrics.DeadLettered(ctx, q.Name, kind, reason)
+	// The kind label only names kinds this queue handles: anyone who can publish to the topic chooses
+	// the others, and each would be a new series for ever.
+	label := kind
+	if _, handled := rq.chains[kind]; !handled {
+		label = "unknown"
+	}
+	w.cfg.Metrics.DeadLettered(ctx, q.Name, label, reason)
 	w.log.WarnContext(ctx, "message dead-lettered", "reason", reason, "error", cause.Error(), "message_id", m.ID, "queue", q.Name)
 	m.Ack()
 }

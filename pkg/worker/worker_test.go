@@ -13,6 +13,8 @@ import (
 
 	"cloud.google.com/go/pubsub/v2"
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/pubq/pubq/pkg/admin"
 	"github.com/pubq/pubq/pkg/demo"
@@ -21,6 +23,7 @@ import (
 	"github.com/pubq/pubq/pkg/pubqtest"
 	"github.com/pubq/pubq/pkg/queue"
 	"github.com/pubq/pubq/pkg/store"
+	"github.com/pubq/pubq/pkg/telemetry"
 	"github.com/pubq/pubq/pkg/testenv"
 	"github.com/pubq/pubq/pkg/worker"
 )
@@ -278,7 +281,12 @@ func TestExhaustedAndPermanentAreDeadLettered(t *testing.T) {
 func TestBadMessagesAreDeadLetteredAndWorkerKeepsRunning(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	b.run(t, worker.Config{})
+	reader := sdkmetric.NewManualReader()
+	m, err := telemetry.NewMetrics(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.run(t, worker.Config{Metrics: m})
 	b.publishRaw(t, "pubq-bulk", []byte("not a job"), map[string]string{"origin": "legacy"})
 	b.publishRaw(t, "pubq-bulk", []byte(`{}`), map[string]string{job.AttrKind: "test.nohandler", job.AttrKey: "nh-1"})
 	b.publishRaw(t, "pubq-bulk", []byte(`{}`), map[string]string{job.AttrKind: "demo.record", job.AttrKey: "wrong-queue"})
@@ -297,6 +305,27 @@ func TestBadMessagesAreDeadLetteredAndWorkerKeepsRunning(t *testing.T) {
 	want := map[string]string{"raw:legacy": job.ReasonUndecodable, "nh-1": job.ReasonUnknownKind, "wrong-queue": job.ReasonUnknownKind}
 	if fmt.Sprint(reasons) != fmt.Sprint(want) {
 		t.Fatalf("reasons %v, want %v", reasons, want)
+	}
+	// Kinds a publisher made up are not metric labels (each would be a series for ever).
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	var dead int64
+	for _, sm := range rm.ScopeMetrics {
+		for _, md := range sm.Metrics {
+			if sum, ok := md.Data.(metricdata.Sum[int64]); ok && md.Name == "pubq.jobs.dead_lettered" {
+				for _, dp := range sum.DataPoints {
+					if k, _ := dp.Attributes.Value(telemetry.MetricKeyKind); k.AsString() != "unknown" {
+						t.Errorf("dead-lettered counted under kind %q", k.AsString())
+					}
+					dead += dp.Value
+				}
+			}
+		}
+	}
+	if dead != 3 {
+		t.Errorf("pubq.jobs.dead_lettered = %d, want 3", dead)
 	}
 	// Still running: a good job after the bad ones succeeds.
 	b.enqueue(t, "demo.email", "after-bad", demo.Payload{})
