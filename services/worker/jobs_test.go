@@ -261,3 +261,39 @@ func TestWorkerBinaryRefusesABadVerifySetting(t *testing.T) {
 		t.Fatalf("exit %d, output:\n%s", code, p.output())
 	}
 }
+
+// The worker reads its environment as strictly as the producer: a boolean is what strconv.ParseBool
+// reads (so one env file means the same to both), durations are positive, a port is a port.
+func TestReadEnvRefusesBadValues(t *testing.T) {
+	path, _ := shippedQueues(t)
+	base := map[string]string{"PUBQ_PROJECT": "p", "PUBQ_QUEUES": path, "PUBQ_DATABASE_URL": "postgres://127.0.0.1/x"}
+	set := func(extra map[string]string) {
+		for _, k := range []string{"PUBQ_MIGRATE", "PUBQ_CLOUDSQL_PRIVATE_IP", "PUBQ_TRACE_SQL", "PUBQ_NO_JITTER",
+			"PUBQ_PRUNE_EVERY", "PUBQ_SHUTDOWN_TIMEOUT", "PUBQ_LEASE", "PORT"} {
+			t.Setenv(k, "")
+		}
+		for k, v := range base {
+			t.Setenv(k, v)
+		}
+		for k, v := range extra {
+			t.Setenv(k, v)
+		}
+	}
+	for name, v := range map[string]string{"PUBQ_MIGRATE": "yes please", "PUBQ_CLOUDSQL_PRIVATE_IP": "maybe",
+		"PUBQ_TRACE_SQL": "off-ish", "PUBQ_NO_JITTER": "2", "PUBQ_PRUNE_EVERY": "-1m", "PUBQ_SHUTDOWN_TIMEOUT": "0s",
+		"PUBQ_LEASE": "-5s", "PORT": "70000"} {
+		set(map[string]string{name: v})
+		var ue usageError
+		if _, err := readEnv(); !errors.As(err, &ue) || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s=%q: %v, want a usage error naming it", name, v, err)
+		}
+	}
+	set(map[string]string{"PUBQ_CLOUDSQL_PRIVATE_IP": "1", "PUBQ_TRACE_SQL": "FALSE", "PUBQ_MIGRATE": "t", "PORT": "9090"})
+	e, err := readEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !e.db.PrivateIP || e.db.Trace || !e.migrate || e.addr != ":9090" {
+		t.Errorf("read %+v, migrate %v, addr %q", e.db, e.migrate, e.addr)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -102,9 +103,23 @@ func readEnv() (*env, error) {
 	if e.queues, err = queue.Load(path); err != nil {
 		return nil, usageError{fmt.Errorf("PUBQ_QUEUES: %w", err)}
 	}
+	// Booleans read as the producer reads them (strconv.ParseBool), so one env file means the same to
+	// both; a value that is neither is a usage error, not a silent false.
+	var boolErr error
+	boolean := func(name string, def bool) bool {
+		v := strings.TrimSpace(os.Getenv(name))
+		if v == "" {
+			return def
+		}
+		b, err := strconv.ParseBool(v)
+		if err != nil && boolErr == nil {
+			boolErr = usageError{fmt.Errorf("%s: %q is not true or false", name, v)}
+		}
+		return b
+	}
 	e.db = store.Config{URL: os.Getenv("PUBQ_DATABASE_URL"), CloudSQLInstance: os.Getenv("PUBQ_CLOUDSQL_INSTANCE"),
 		User: os.Getenv("PUBQ_DATABASE_USER"), Database: os.Getenv("PUBQ_DATABASE_NAME"), IAMAuth: true,
-		PrivateIP: os.Getenv("PUBQ_CLOUDSQL_PRIVATE_IP") == "true", Trace: os.Getenv("PUBQ_TRACE_SQL") != "false"}
+		PrivateIP: boolean("PUBQ_CLOUDSQL_PRIVATE_IP", false), Trace: boolean("PUBQ_TRACE_SQL", true)}
 	if e.db.URL == "" && e.db.CloudSQLInstance == "" {
 		return nil, usageError{errors.New("set PUBQ_DATABASE_URL, or PUBQ_CLOUDSQL_INSTANCE with PUBQ_DATABASE_USER and PUBQ_DATABASE_NAME")}
 	}
@@ -116,8 +131,8 @@ func readEnv() (*env, error) {
 		dst  *time.Duration
 	}{{"PUBQ_LEASE", &e.lease}, {"PUBQ_SHUTDOWN_TIMEOUT", &e.shutdown}, {"PUBQ_MAX_EXTENSION", &e.maxExt}, {"PUBQ_PRUNE_EVERY", &e.prune}} {
 		if v := os.Getenv(d.name); v != "" {
-			if *d.dst, err = time.ParseDuration(v); err != nil {
-				return nil, usageError{fmt.Errorf("%s: %q is not a duration", d.name, v)}
+			if *d.dst, err = time.ParseDuration(v); err != nil || *d.dst <= 0 {
+				return nil, usageError{fmt.Errorf("%s: %q is not a positive duration", d.name, v)}
 			}
 		}
 	}
@@ -140,13 +155,16 @@ func readEnv() (*env, error) {
 		e.db.MaxConns = int32(n)
 	}
 	if v := os.Getenv("PORT"); v != "" {
-		if _, err := strconv.Atoi(v); err != nil {
-			return nil, usageError{fmt.Errorf("PORT: %q is not a port", v)}
+		if n, err := strconv.Atoi(v); err != nil || n < 1 || n > 65535 {
+			return nil, usageError{fmt.Errorf("PORT: %q is not a port number", v)}
 		}
 		e.addr = ":" + v
 	}
-	e.noJitter = os.Getenv("PUBQ_NO_JITTER") == "true"
-	e.migrate = os.Getenv("PUBQ_MIGRATE") == "true"
+	e.noJitter = boolean("PUBQ_NO_JITTER", false)
+	e.migrate = boolean("PUBQ_MIGRATE", false)
+	if boolErr != nil {
+		return nil, boolErr
+	}
 	switch v := os.Getenv("PUBQ_PUBSUB_RECEIVE_TRACING"); v {
 	case "", "true":
 		e.recvTracing = true
@@ -285,9 +303,15 @@ func run(ctx context.Context, log *slog.Logger) error {
 		return err
 	}
 
-	srv := &http.Server{Addr: e.addr, Handler: opsHandler(prov.MetricsHandler(), st), ReadHeaderTimeout: 5 * time.Second}
+	// Listening first: a worker without /healthz and /metrics would look dead to its platform and
+	// blind to on-call, so a port it cannot bind is fatal.
+	ln, err := net.Listen("tcp", e.addr)
+	if err != nil {
+		return fmt.Errorf("ops server: %w", err)
+	}
+	srv := &http.Server{Handler: opsHandler(prov.MetricsHandler(), st), ReadHeaderTimeout: 5 * time.Second}
 	go func() {
-		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("ops server failed", "addr", e.addr, "error", err)
 		}
 	}()
