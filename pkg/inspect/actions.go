@@ -34,6 +34,9 @@ type ActionJob struct {
 	To      string `json:"to,omitempty"`   // state after, when changed
 	Changed bool   `json:"changed"`
 	Reason  string `json:"reason,omitempty"` // why it was left alone
+	// Failed says the action applied to the job but could not be done (Reason says why), unlike a job
+	// left alone because it was in another state.
+	Failed bool `json:"failed,omitempty"`
 }
 
 // ActionResult is what an action did.
@@ -43,6 +46,7 @@ type ActionResult struct {
 	DryRun  bool        `json:"dry_run,omitempty"`
 	Matched int         `json:"matched"` // jobs named or matched by the filter
 	Changed int         `json:"changed"` // jobs changed (on a dry run: that would be)
+	Failed  int         `json:"failed"`  // jobs the action applied to but could not change
 	Jobs    []ActionJob `json:"jobs"`
 }
 
@@ -53,8 +57,11 @@ func (r *ActionResult) Summary() string {
 		verb = "would have " + verb
 	}
 	s := fmt.Sprintf("%s %d of %d job(s)", verb, r.Changed, r.Matched)
-	if left := r.Matched - r.Changed; left > 0 {
+	if left := r.Matched - r.Changed - r.Failed; left > 0 {
 		s += fmt.Sprintf(" (%d left alone)", left)
+	}
+	if r.Failed > 0 {
+		s += fmt.Sprintf(" (%d failed)", r.Failed)
 	}
 	if r.Matched == 1 && r.Changed == 0 && len(r.Jobs) == 1 && r.Jobs[0].Reason != "" {
 		s += ": " + r.Jobs[0].Reason
@@ -66,6 +73,9 @@ func (r *ActionResult) add(j ActionJob) {
 	r.Matched++
 	if j.Changed {
 		r.Changed++
+	}
+	if j.Failed {
+		r.Failed++
 	}
 	r.Jobs = append(r.Jobs, j)
 }

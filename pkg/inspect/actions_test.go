@@ -258,8 +258,11 @@ func TestReplayLeavesUnreplayableJobsDead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Changed != 0 || res.Matched != 3 {
+	if res.Changed != 0 || res.Matched != 3 || res.Failed != 2 {
 		t.Fatalf("result = %+v", res)
+	}
+	if s := res.Summary(); !strings.Contains(s, "(1 left alone)") || !strings.Contains(s, "(2 failed)") {
+		t.Errorf("summary %q", s)
 	}
 	reasons := map[string]string{}
 	for _, j := range res.Jobs {

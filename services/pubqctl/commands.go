@@ -352,6 +352,10 @@ func (c *cli) bulk(name string, args []string) error {
 	if len(missing) > 0 {
 		return notFoundError{missing}
 	}
+	if res.Failed > 0 {
+		// Printed above with each job's reason; the exit code says it too (1: the operation failed).
+		return fmt.Errorf("%d of %d job(s) could not be %s", res.Failed, res.Matched, map[string]string{"replay": "replayed", "purge": "purged"}[name])
+	}
 	return nil
 }
 

@@ -258,6 +258,13 @@ func TestReplayFromTheCommandLine(t *testing.T) {
 	if code, _, stderr = e.run(t, "replay", "no-such-job"); code != 3 {
 		t.Fatalf("replay of a missing key: %d %q", code, stderr)
 	}
+	// A dead job that cannot be replayed (its queue is gone from the config) is a failure: exit 1.
+	e.exec(t, `INSERT INTO pubq.jobs (key, id, queue, kind, state, payload, finished_at) VALUES ('orphaned', 'o', 'retired', 'old.kind', 'dead', '{}', now())`)
+	code, stdout, stderr = e.run(t, "replay", "orphaned")
+	if code != 1 || !strings.Contains(stdout, "1 failed") || !strings.Contains(stderr, "could not be replayed") {
+		t.Fatalf("replay that cannot be done: %d %q %q", code, stdout, stderr)
+	}
+	e.exec(t, `DELETE FROM pubq.jobs WHERE key = 'orphaned'`)
 	// Keys mixing a dead job and a missing one: the dead one is replayed, and the exit code says 3.
 	code, stdout, stderr = e.run(t, "replay", "order-2", "ghost", "--json")
 	var res struct {
@@ -294,7 +301,7 @@ func TestReplayFromTheCommandLine(t *testing.T) {
 	}
 	want := []string{
 		"alice@example.com replay order-1 replayed", "alice@example.com replay order-1 noop",
-		"alice@example.com replay ghost noop", "alice@example.com replay order-2 replayed",
+		"alice@example.com replay orphaned skipped", "alice@example.com replay ghost noop", "alice@example.com replay order-2 replayed",
 		"alice@example.com replay order-3 replayed", "alice@example.com replay * bulk",
 		"alice@example.com replay order-4 replayed", "alice@example.com replay * bulk",
 	}
