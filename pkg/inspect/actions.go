@@ -221,9 +221,6 @@ func (i *Inspector) RetryNow(ctx context.Context, actor, key string) (*ActionRes
 			aj.Reason = fmt.Sprintf("job is %s, not scheduled: nothing to retry", r.state)
 			detail["result"], detail["reason"] = "noop", aj.Reason
 		} else {
-			if _, err := tx.Exec(ctx, `UPDATE pubq.jobs SET run_at = now() WHERE key = $1 AND state = 'scheduled'`, key); err != nil {
-				return err
-			}
 			// The scheduled delivery is the job's outbox row; dead-letter copies are not deliveries.
 			rows, err := tx.Query(ctx, `UPDATE pubq.outbox SET available_at = least(available_at, now())
 				WHERE job_key = $1 AND NOT attributes ? 'pubq_dead_reason' RETURNING id`, key)
@@ -232,6 +229,23 @@ func (i *Inspector) RetryNow(ctx context.Context, actor, key string) (*ActionRes
 			}
 			ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 			if err != nil {
+				return err
+			}
+			var due bool
+			if len(ids) == 0 {
+				if err := tx.QueryRow(ctx, `SELECT $1::timestamptz <= now()`, r.runAt).Scan(&due); err != nil {
+					return err
+				}
+			}
+			if due {
+				// Its delivery was published when it fell due and waits for a worker (a backlog): another
+				// would only be a duplicate for the claim to drop.
+				aj.Reason = "already due: its delivery is published and waits for a worker"
+				detail["result"], detail["reason"] = "noop", aj.Reason
+				res.add(aj)
+				return writeAudit(ctx, tx, actor, ActionRetry, []auditRow{{key, detail}})
+			}
+			if _, err := tx.Exec(ctx, `UPDATE pubq.jobs SET run_at = now() WHERE key = $1 AND state = 'scheduled'`, key); err != nil {
 				return err
 			}
 			if len(ids) == 0 {
@@ -353,7 +367,7 @@ func (i *Inspector) replayRows(ctx context.Context, tx pgx.Tx, rows []jobRow, re
 		aj := ActionJob{Key: r.key, Queue: r.queue, Kind: r.kind, From: r.state}
 		m, err := i.message(ctx, r, 0, "pubq replay")
 		if err != nil {
-			aj.Reason = "cannot replay: " + err.Error()
+			aj.Reason, aj.Failed = "cannot replay: "+err.Error(), true
 			res.add(aj)
 			audits = append(audits, auditRow{r.key, map[string]any{"result": "skipped", "from": r.state, "reason": aj.Reason}})
 			continue
