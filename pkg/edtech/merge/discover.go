@@ -176,6 +176,21 @@ func discover(ctx context.Context, q Querier) (*graph, error) {
 		}
 	}
 
+	// A reference to students through another unique column (students.sis_uuid, say) would be missed by
+	// the move, the census and Verify alike, leaving rows on the merged-away account: refuse to merge
+	// rather than report a clean merge.
+	for _, fk := range g.fks {
+		if fk.parent != g.students {
+			continue
+		}
+		for _, rc := range fk.refCols {
+			if rc != g.rootCol {
+				return nil, fmt.Errorf("merge: %s (%s) references students.%s, not students.%s: a merge cannot move those rows; point it at students.%s",
+					fk.child.label(), fk.name, rc, g.rootCol, g.rootCol)
+			}
+		}
+	}
+
 	// Student columns: a fixpoint over the FKs, starting at students.id.
 	isStudent := func(t *table, c string) bool {
 		return (t == g.students && c == g.rootCol) || t.isStudentCol(c)
