@@ -44,7 +44,8 @@ type Options struct {
 	// SDK reports (failed exports, failed metric callbacks). Default: slog.Default().
 	Logger *slog.Logger
 	// ConsoleWriter is where the console exporter writes spans, one JSON object per line.
-	// Default: os.Stderr, so spans never mix into a JSON log stream on stdout.
+	// Default: os.Stdout, since pubq's binaries log to stderr: spans and log lines stay in separate
+	// streams (on Cloud Run each line of a stream becomes a log entry).
 	ConsoleWriter io.Writer
 }
 
@@ -205,7 +206,7 @@ func newExporter(ctx context.Context, name string, cfg traceConfig, opts Options
 	case ExporterConsole:
 		w := opts.ConsoleWriter
 		if w == nil {
-			w = os.Stderr
+			w = os.Stdout
 		}
 		exp, err := stdouttrace.New(stdouttrace.WithWriter(w))
 		if err != nil {
