@@ -281,6 +281,11 @@ func convertJaegerTrace(jt jaegerTrace) (*Trace, error) {
 		if proc != nil {
 			s.Service = proc.ServiceName
 		}
+		// Jaeger notes clock-skew adjustments and bad parent ids on the span itself: shown with the
+		// trace's warnings, or shifted times would look like the truth.
+		for _, w := range js.Warnings {
+			t.Warnings = append(t.Warnings, fmt.Sprintf("span %s (%s): %s", js.SpanID, js.OperationName, w))
+		}
 		for _, ref := range js.References {
 			rt, _ := normalizeTraceID(ref.TraceID)
 			rs, ok := normalizeSpanID(ref.SpanID)

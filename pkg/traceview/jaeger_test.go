@@ -417,7 +417,8 @@ func TestDecodeJaegerVariants(t *testing.T) {
 	  "logs":[{"timestamp":1001,"fields":[{"key":"message","type":"string","value":"hello"}]},{"timestamp":1002,"fields":[]}],
 	  "process":{"serviceName":"inline","tags":[]}},
 	 {"traceID":"00f067aa0ba902b7","spanID":"2","operationName":"b","references":[{"refType":"FOLLOWS_FROM","spanID":"1"}],
-	  "startTime":1002,"duration":1,"tags":[],"logs":[],"processID":"p9"}],
+	  "startTime":1002,"duration":1,"tags":[],"logs":[],"processID":"p9",
+	  "warnings":["This span's timestamps were adjusted by 1.5ms"]}],
 	 "processes":{}}],"errors":null}`
 	traces, err := DecodeJaeger(strings.NewReader(body))
 	if err != nil {
@@ -437,6 +438,10 @@ func TestDecodeJaegerVariants(t *testing.T) {
 	}
 	if b.Service != "" || b.ParentSpanID != "" || len(b.Links) != 1 || b.Links[0].TraceID != tr.TraceID {
 		t.Errorf("span b = %+v", b)
+	}
+	// A span's own warning (Jaeger's clock-skew note) reaches the trace's warnings, naming the span.
+	if len(tr.Warnings) != 1 || !strings.Contains(tr.Warnings[0], "span 2 (b)") || !strings.Contains(tr.Warnings[0], "adjusted by 1.5ms") {
+		t.Errorf("warnings = %q", tr.Warnings)
 	}
 
 	for name, bad := range map[string]string{
