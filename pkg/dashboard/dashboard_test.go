@@ -2,6 +2,7 @@ package dashboard_test
 
 import (
 	"context"
+	"html"
 	"io"
 	"log/slog"
 	"net/http"
@@ -317,13 +318,29 @@ func TestActionsNeedCSRFAndConfirmation(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "would have replayed 2 of 2") {
 		t.Fatalf("bulk confirmation: %d\n%s", resp.StatusCode, body)
 	}
+	// The confirmation carries the preview's window pinned: a job that dies after the preview is not
+	// replayed by the confirm it never showed.
+	m := regexp.MustCompile(`name="until" value="([^"]+)"`).FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("the confirmation form pins no until:\n%s", body)
+	}
+	until := html.UnescapeString(m[1])
+	if _, err := time.Parse(time.RFC3339Nano, until); err != nil {
+		t.Fatalf("pinned until %q: %v", until, err)
+	}
+	time.Sleep(10 * time.Millisecond)
+	b.exec(t, `INSERT INTO pubq.jobs (key, id, queue, kind, state, attempt, payload, finished_at, dead_reason)
+		VALUES ('dead-late', 'i9', 'default', 'email.send', 'dead', 3, '{}', now(), 'exhausted')`)
 	nc := b.client(t)
-	resp, _ = b.post(t, nc, "/ui/replay", url.Values{"scope": {"filter"}, "queue": {"default"}, "confirm": {"yes"}}, "Authorization", "Bearer "+bareToken)
+	resp, _ = b.post(t, nc, "/ui/replay", url.Values{"scope": {"filter"}, "queue": {"default"}, "until": {until}, "confirm": {"yes"}}, "Authorization", "Bearer "+bareToken)
 	if resp.StatusCode != http.StatusSeeOther || !strings.Contains(resp.Header.Get("Location"), "changed=2") {
 		t.Fatalf("bulk replay: %d → %q", resp.StatusCode, resp.Header.Get("Location"))
 	}
 	if b.state(t, "dead-2") != "pending" {
 		t.Fatal("bulk replay missed dead-2")
+	}
+	if b.state(t, "dead-late") != "dead" {
+		t.Fatal("the confirm replayed a job that died after its preview")
 	}
 }
 
