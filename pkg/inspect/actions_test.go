@@ -478,3 +478,32 @@ func TestPurge(t *testing.T) {
 		t.Errorf("purging a purged key: %v, want ErrNotFound", err)
 	}
 }
+
+// A key purged and used again names a new job: its history starts empty, not with the old job's
+// replay and purge.
+func TestHistoryOfAReusedKeyIsTheNewJobs(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.dead(t, "reused", "email.send")
+	if _, err := b.insp.Replay(b.ctx, "alice", inspect.Filter{Keys: []string{"reused"}}, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.pool.Exec(b.ctx, `UPDATE pubq.jobs SET state = 'dead', finished_at = now() WHERE key = 'reused'`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.insp.Purge(b.ctx, "bob", inspect.Filter{Keys: []string{"reused"}}, false); err != nil {
+		t.Fatal(err)
+	}
+	if j, err := b.insp.Job(b.ctx, "reused", false); !errors.Is(err, inspect.ErrNotFound) {
+		t.Fatalf("after purge: %+v %v", j, err)
+	}
+	time.Sleep(5 * time.Millisecond) // the new job is created after the purge's audit row, as in life
+	b.enqueue(t, "reused", "email.send", `{"to":"new"}`)
+	j, err := b.insp.Job(b.ctx, "reused", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(j.History) != 0 {
+		t.Errorf("the new job's history holds the old job's actions: %+v", j.History)
+	}
+}

@@ -165,7 +165,7 @@ func (i *Inspector) Job(ctx context.Context, key string, withPayload bool) (*Job
 		if j.Attempts, err = readAttempts(ctx, tx, key); err != nil {
 			return err
 		}
-		if j.History, err = readHistory(ctx, tx, key); err != nil {
+		if j.History, err = readHistory(ctx, tx, key, j.CreatedAt); err != nil {
 			return err
 		}
 		j.Attempts = append(j.Attempts, currentAttempt(j)...)
@@ -229,8 +229,10 @@ func readAttempts(ctx context.Context, q pgx.Tx, key string) ([]Attempt, error) 
 	return out, err
 }
 
-func readHistory(ctx context.Context, q pgx.Tx, key string) ([]AuditEntry, error) {
-	rows, err := q.Query(ctx, `SELECT at, actor, action, detail FROM pubq.audit WHERE job_key = $1 ORDER BY at, id`, key)
+// readHistory reads the operator actions on key since the job was created: a key purged and used again
+// names a new job, whose history is not the old one's.
+func readHistory(ctx context.Context, q pgx.Tx, key string, since time.Time) ([]AuditEntry, error) {
+	rows, err := q.Query(ctx, `SELECT at, actor, action, detail FROM pubq.audit WHERE job_key = $1 AND at >= $2 ORDER BY at, id`, key, since)
 	if err != nil {
 		return nil, err
 	}
