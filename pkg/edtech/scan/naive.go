@@ -39,6 +39,8 @@ func FindCandidatesNaive(ctx context.Context, db Querier, r Range) ([]Pair, erro
 
 	var pairs []Pair
 	for _, s := range students {
+		// Older live matches, and merged accounts standing for their live root when it is older.
+		// Two branches, so each probes its own partial indexes as FindCandidates does.
 		matches, err := db.Query(ctx, `
 			SELECT id,
 			       email_norm = edtech_normalize_email($2) COLLATE "C",
@@ -48,12 +50,24 @@ func FindCandidatesNaive(ctx context.Context, db Querier, r Range) ([]Pair, erro
 			WHERE merged_into IS NULL AND id < $1
 			  AND (email_norm = edtech_normalize_email($2) COLLATE "C"
 			       OR (last_name_lower = lower($4) COLLATE "C" AND first_name_lower = lower($3) COLLATE "C"
-			           AND birth_date = $5))`,
+			           AND birth_date = $5))
+			UNION ALL
+			SELECT m.merged_into,
+			       m.email_norm = edtech_normalize_email($2) COLLATE "C",
+			       coalesce(m.last_name_lower = lower($4) COLLATE "C" AND m.first_name_lower = lower($3) COLLATE "C"
+			                AND m.birth_date = $5, false)
+			FROM students m JOIN students r ON r.id = m.merged_into AND r.merged_into IS NULL
+			WHERE m.merged_into IS NOT NULL AND m.merged_into < $1
+			  AND (m.email_norm = edtech_normalize_email($2) COLLATE "C"
+			       OR (m.last_name_lower = lower($4) COLLATE "C" AND m.first_name_lower = lower($3) COLLATE "C"
+			           AND m.birth_date = $5))`,
 			s.id, s.email, s.first, s.last, s.birth)
 		if err != nil {
 			return nil, fmt.Errorf("scan: matching student %d: %w", s.id, err)
 		}
-		var best Pair
+		// survivor id -> how it matched, over the live matches and the merged accounts' roots.
+		type how struct{ email, name bool }
+		found := map[int64]how{}
 		for matches.Next() {
 			var id int64
 			var byEmail, byName bool
@@ -61,15 +75,20 @@ func FindCandidatesNaive(ctx context.Context, db Querier, r Range) ([]Pair, erro
 				matches.Close()
 				return nil, fmt.Errorf("scan: matching student %d: %w", s.id, err)
 			}
-			if best.SurvivorID == 0 || id < best.SurvivorID {
-				best = Pair{SurvivorID: id, DuplicateID: s.id, Reason: reason(byEmail, byName)}
-			}
+			h := found[id]
+			found[id] = how{h.email || byEmail, h.name || byName}
 		}
 		if err := matches.Err(); err != nil {
 			return nil, fmt.Errorf("scan: matching student %d: %w", s.id, err)
 		}
-		if best.SurvivorID != 0 {
-			pairs = append(pairs, best)
+		var best int64
+		for id := range found {
+			if best == 0 || id < best {
+				best = id
+			}
+		}
+		if best != 0 {
+			pairs = append(pairs, Pair{SurvivorID: best, DuplicateID: s.id, Reason: reason(found[best].email, found[best].name)})
 		}
 	}
 	sort.Slice(pairs, func(i, j int) bool { return pairs[i].DuplicateID < pairs[j].DuplicateID })

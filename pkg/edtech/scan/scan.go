@@ -82,6 +82,12 @@ func Ranges(ctx context.Context, db Querier, n int) ([]Range, error) {
 // with a partial (key..., id) index) and keeps the oldest match per student. The planner picks
 // the join: at thousands of students per range a merge join against an index-only scan of the
 // key index, for small ranges index probes. One statement per range, ordered by the database.
+//
+// Accounts merged away since still match, standing for their live root (merged_into, which every
+// merge keeps pointing at a live account): a student whose only match was merged into an older
+// account is paired with that account, instead of with nobody for ever. Only roots older than the
+// student count, as for live matches, so two ranges never pair the same two accounts both ways.
+// Merged accounts have partial indexes of their own; they are few.
 const candidatesSQL = `
 WITH d AS MATERIALIZED (
 	SELECT id, email_norm, first_name_lower, last_name_lower, birth_date
@@ -99,19 +105,40 @@ by_name AS (
 	  ON s.last_name_lower = d.last_name_lower AND s.first_name_lower = d.first_name_lower
 	 AND s.birth_date = d.birth_date AND s.id < d.id AND s.merged_into IS NULL
 	GROUP BY d.id
-)
-SELECT least(e.survivor, n.survivor), id,
-       concat_ws(',', CASE WHEN e.survivor <= n.survivor OR n.survivor IS NULL THEN 'email' END,
-                      CASE WHEN n.survivor <= e.survivor OR e.survivor IS NULL THEN 'name_birth_date' END)
-FROM by_email e FULL JOIN by_name n USING (id)
-ORDER BY id`
+),
+m AS (
+	SELECT m.merged_into AS root, m.email_norm, m.first_name_lower, m.last_name_lower, m.birth_date
+	FROM students m JOIN students r ON r.id = m.merged_into AND r.merged_into IS NULL
+	WHERE m.merged_into IS NOT NULL
+),
+via_merged AS (
+	SELECT d.id, m.root AS survivor, m.email_norm = d.email_norm AS email,
+	       coalesce(m.last_name_lower = d.last_name_lower AND m.first_name_lower = d.first_name_lower
+	                AND m.birth_date = d.birth_date, false) AS name
+	FROM d JOIN m ON m.root < d.id
+	 AND (m.email_norm = d.email_norm
+	      OR (m.last_name_lower = d.last_name_lower AND m.first_name_lower = d.first_name_lower
+	          AND m.birth_date = d.birth_date))
+),
+cand AS (
+	SELECT id, survivor, true AS email, false AS name FROM by_email
+	UNION ALL SELECT id, survivor, false, true FROM by_name
+	UNION ALL SELECT id, survivor, email, name FROM via_merged
+),
+best AS (SELECT id, min(survivor) AS survivor FROM cand GROUP BY id)
+SELECT b.survivor, b.id,
+       concat_ws(',', CASE WHEN bool_or(c.email) THEN 'email' END, CASE WHEN bool_or(c.name) THEN 'name_birth_date' END)
+FROM best b JOIN cand c ON c.id = b.id AND c.survivor = b.survivor
+GROUP BY b.survivor, b.id
+ORDER BY b.id`
 
 // FindCandidates returns the likely duplicates whose newer account lies in r, ordered by
 // duplicate id. Two live accounts match when their e-mails normalise alike (edtech_normalize_email:
 // lower-case, trimmed; for gmail.com/googlemail.com also without dots and +tag) or when
 // lower(first_name), lower(last_name) and birth_date are equal (a NULL birth date matches
-// nothing). Each duplicate is paired with its oldest match (lowest id); merged accounts are
-// neither duplicates nor survivors. It runs one set-based statement.
+// nothing). Each duplicate is paired with its oldest match (lowest id). A merged account is never a
+// duplicate or a survivor itself, but still matches for its live root when that root is older than
+// the student. It runs one set-based statement.
 func FindCandidates(ctx context.Context, db Querier, r Range) ([]Pair, error) {
 	if err := r.Validate(); err != nil {
 		return nil, err

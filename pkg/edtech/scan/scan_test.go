@@ -123,6 +123,9 @@ func TestNaiveAgreesWithBatched(t *testing.T) {
 	pool, _ := seeded(t, 2500, 0.1)
 	// Muddy the water: a merged account, a NULL birth date, a three-way match.
 	mustExec(t, pool, `UPDATE students SET merged_into = (SELECT min(id) FROM students) WHERE id = (SELECT min(id) + 10 FROM students)`)
+	// More merged accounts, each into an older live one, so matches through them count.
+	mustExec(t, pool, `UPDATE students s SET merged_into = s.id - 7 FROM (SELECT min(id) AS lo FROM students) x
+		WHERE s.id % 41 = 0 AND s.id - 7 >= x.lo AND (s.id - 7) % 41 <> 0 AND s.id - 7 <> x.lo + 10`)
 	mustExec(t, pool, `UPDATE students SET birth_date = NULL WHERE id % 97 = 0`)
 	mustExec(t, pool, `INSERT INTO students (email, first_name, last_name, birth_date)
 		SELECT ' ' || upper(email), first_name, last_name, birth_date FROM students WHERE id % 50 = 3`)
@@ -217,6 +220,43 @@ func TestCandidateRules(t *testing.T) {
 	naive, err := scan.FindCandidatesNaive(ctx, pool, scan.Range{First: a, Last: c})
 	if err != nil || !reflect.DeepEqual(naive, got) {
 		t.Fatalf("naive after merge: %+v %v", naive, err)
+	}
+
+	// A match merged away stands for its live root. (a) P and Q share an e-mail; R matches only Q, by
+	// name. Q is merged into P before R's range is scanned: R is paired with P, not with nobody.
+	// (b) S matches only U's e-mail, U (newer) is merged into an older T: S is paired with T.
+	p := ins("kim@example.org", "Kim", "Park", "2008-08-08")
+	q := ins("KIM@example.org ", "Kimberly", "Park", "2008-09-09")
+	r := ins("other@example.org", "kimberly", "park", "2008-09-09")
+	tt := ins("lee.t@example.org", "Tae", "Lee", "2007-07-07")
+	su := ins("tae.lee@example.org", "T", "Lee", "")
+	u := ins("tae.lee@example.org", "tae", "lee", "2007-07-07")
+	for _, pair := range [][2]int64{{p, q}, {tt, u}} {
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := merge.Merge(ctx, tx, pair[0], pair[1], merge.Options{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err = scan.FindCandidates(ctx, pool, scan.Range{First: p, Last: u})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = []scan.Pair{
+		{SurvivorID: p, DuplicateID: r, Reason: "name_birth_date"},
+		{SurvivorID: tt, DuplicateID: su, Reason: "email"},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("through merged accounts: %+v, want %+v", got, want)
+	}
+	naive, err = scan.FindCandidatesNaive(ctx, pool, scan.Range{First: p, Last: u})
+	if err != nil || !reflect.DeepEqual(naive, got) {
+		t.Fatalf("naive through merged accounts: %+v %v", naive, err)
 	}
 }
 
