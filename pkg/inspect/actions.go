@@ -591,77 +591,88 @@ func (i *Inspector) bulkFilter(ctx context.Context, a bulkAction, f Filter, res 
 	var curT time.Time
 	var curKey string
 	first, done := true, 0
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		qargs := append([]any(nil), args...)
-		cond := where
-		if !first {
-			qargs = append(qargs, curT, curKey)
-			cond += fmt.Sprintf(" AND (%s, j.key) > ($%d, $%d)", t, len(qargs)-1, len(qargs))
-		}
-		qargs = append(qargs, replayBatch)
-		sql := fmt.Sprintf(`SELECT %s, %s FROM pubq.jobs j WHERE %s ORDER BY %s, j.key LIMIT $%d%s`,
-			jobCols, t, cond, t, len(qargs), lock)
-		n := 0
-		err := pgx.BeginFunc(ctx, i.pool, func(tx pgx.Tx) error {
-			rows, err := tx.Query(ctx, sql, qargs...)
-			if err != nil {
+	walkErr := func() error {
+		for {
+			if err := ctx.Err(); err != nil {
 				return err
 			}
-			var batch []jobRow
-			var r jobRow
-			var at time.Time
-			_, err = pgx.ForEachRow(rows, append(r.dest(), &at), func() error {
-				batch = append(batch, r)
-				r.attributes = nil
-				curT, curKey = at, r.key
-				return nil
+			qargs := append([]any(nil), args...)
+			cond := where
+			if !first {
+				qargs = append(qargs, curT, curKey)
+				cond += fmt.Sprintf(" AND (%s, j.key) > ($%d, $%d)", t, len(qargs)-1, len(qargs))
+			}
+			qargs = append(qargs, replayBatch)
+			sql := fmt.Sprintf(`SELECT %s, %s FROM pubq.jobs j WHERE %s ORDER BY %s, j.key LIMIT $%d%s`,
+				jobCols, t, cond, t, len(qargs), lock)
+			n := 0
+			err := pgx.BeginFunc(ctx, i.pool, func(tx pgx.Tx) error {
+				rows, err := tx.Query(ctx, sql, qargs...)
+				if err != nil {
+					return err
+				}
+				var batch []jobRow
+				var r jobRow
+				var at time.Time
+				_, err = pgx.ForEachRow(rows, append(r.dest(), &at), func() error {
+					batch = append(batch, r)
+					r.attributes = nil
+					curT, curKey = at, r.key
+					return nil
+				})
+				if err != nil {
+					return err
+				}
+				n = len(batch)
+				var todo []jobRow
+				for _, r := range batch {
+					if a.eligible(r) == "" { // re-checked: the row may have changed since the count
+						todo = append(todo, r)
+					}
+				}
+				if len(todo) == 0 {
+					return nil
+				}
+				if a.dryRun {
+					dryRun(a.name, todo, res)
+					return nil
+				}
+				audits, err := a.apply(ctx, tx, todo, res)
+				if err != nil {
+					return err
+				}
+				return writeAudit(ctx, tx, a.actor, a.name, audits)
 			})
 			if err != nil {
 				return err
 			}
-			n = len(batch)
-			var todo []jobRow
-			for _, r := range batch {
-				if a.eligible(r) == "" { // re-checked: the row may have changed since the count
-					todo = append(todo, r)
-				}
+			first = false
+			done += n
+			if a.progress != nil && n > 0 {
+				a.progress(done, max(total, done))
 			}
-			if len(todo) == 0 {
+			if n == 0 {
 				return nil
 			}
-			if a.dryRun {
-				dryRun(a.name, todo, res)
-				return nil
-			}
-			audits, err := a.apply(ctx, tx, todo, res)
-			if err != nil {
-				return err
-			}
-			return writeAudit(ctx, tx, a.actor, a.name, audits)
-		})
-		if err != nil {
-			return err
 		}
-		first = false
-		done += n
-		if a.progress != nil && n > 0 {
-			a.progress(done, max(total, done))
-		}
-		if n == 0 {
-			break
-		}
-	}
+	}()
 	if a.dryRun || res.Matched == 0 {
-		return nil
+		return walkErr
 	}
-	// One row for the selection as a whole, so "who replayed the payments on Tuesday" has an answer.
-	return pgx.BeginFunc(ctx, i.pool, func(tx pgx.Tx) error {
-		return writeAudit(ctx, tx, a.actor, a.name, []auditRow{{"", map[string]any{"result": "bulk", "filter": f,
-			"matched": res.Matched, "changed": res.Changed}}})
-	})
+	// One row for the selection as a whole, so "who replayed the payments on Tuesday" has an answer,
+	// also when the walk stopped part way (an error, Ctrl-C): the batches before it are committed.
+	detail := map[string]any{"result": "bulk", "filter": f, "matched": res.Matched, "changed": res.Changed}
+	if walkErr != nil {
+		detail["result"], detail["error"] = "bulk_interrupted", walkErr.Error()
+	}
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := pgx.BeginFunc(wctx, i.pool, func(tx pgx.Tx) error {
+		return writeAudit(wctx, tx, a.actor, a.name, []auditRow{{"", detail}})
+	}); err != nil {
+		return errors.Join(walkErr, err)
+	}
+	return walkErr
 }
 
 func dedupe(keys []string) []string {

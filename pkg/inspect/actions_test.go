@@ -1,6 +1,7 @@
 package inspect_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -505,5 +506,36 @@ func TestHistoryOfAReusedKeyIsTheNewJobs(t *testing.T) {
 	}
 	if len(j.History) != 0 {
 		t.Errorf("the new job's history holds the old job's actions: %+v", j.History)
+	}
+}
+
+// A bulk action stopped part way (Ctrl-C) has committed its first batches: its summary audit row is
+// written all the same, saying so and how far it got.
+func TestInterruptedBulkReplayIsAudited(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	if _, err := b.pool.Exec(b.ctx, `INSERT INTO pubq.jobs (key, id, queue, kind, state, attempt, payload, finished_at)
+		SELECT 'cut-' || g, 'id-' || g, 'default', 'email.send', 'dead', 3, '{}'::bytea, now() - make_interval(secs => g)
+		FROM generate_series(1, 1100) g`); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(b.ctx)
+	defer cancel()
+	res, err := b.insp.ReplayProgress(ctx, "alice", inspect.Filter{Kind: "email.send"}, false, func(done, total int) {
+		if done > 0 {
+			cancel() // the operator's Ctrl-C, after the first batch
+		}
+	})
+	if !errors.Is(err, context.Canceled) || res == nil || res.Changed == 0 || res.Changed >= 1100 {
+		t.Fatalf("interrupted replay: %+v, %v", res, err)
+	}
+	var result, errText string
+	var changed int
+	if err := b.pool.QueryRow(b.ctx, `SELECT detail->>'result', detail->>'error', (detail->>'changed')::int
+		FROM pubq.audit WHERE job_key IS NULL AND action = 'replay'`).Scan(&result, &errText, &changed); err != nil {
+		t.Fatalf("no summary audit row: %v", err)
+	}
+	if result != "bulk_interrupted" || !strings.Contains(errText, "canceled") || changed != res.Changed {
+		t.Errorf("summary row: result %q, error %q, changed %d (result says %d)", result, errText, changed, res.Changed)
 	}
 }
