@@ -48,6 +48,9 @@ type ActionResult struct {
 	Changed int         `json:"changed"` // jobs changed (on a dry run: that would be)
 	Failed  int         `json:"failed"`  // jobs the action applied to but could not change
 	Jobs    []ActionJob `json:"jobs"`
+	// Until is where a filter's time window ended (by the database's clock): a confirmation that
+	// passes it back acts on the same window as this preview.
+	Until time.Time `json:"until,omitzero"`
 }
 
 // Summary is one line for humans, e.g. "replayed 3 of 4 jobs (1 left alone)".
@@ -231,24 +234,13 @@ func (i *Inspector) RetryNow(ctx context.Context, actor, key string) (*ActionRes
 			if err != nil {
 				return err
 			}
-			var due bool
-			if len(ids) == 0 {
-				if err := tx.QueryRow(ctx, `SELECT $1::timestamptz <= now()`, r.runAt).Scan(&due); err != nil {
-					return err
-				}
-			}
-			if due {
-				// Its delivery was published when it fell due and waits for a worker (a backlog): another
-				// would only be a duplicate for the claim to drop.
-				aj.Reason = "already due: its delivery is published and waits for a worker"
-				detail["result"], detail["reason"] = "noop", aj.Reason
-				res.add(aj)
-				return writeAudit(ctx, tx, actor, ActionRetry, []auditRow{{key, detail}})
-			}
 			if _, err := tx.Exec(ctx, `UPDATE pubq.jobs SET run_at = now() WHERE key = $1 AND state = 'scheduled'`, key); err != nil {
 				return err
 			}
 			if len(ids) == 0 {
+				// No outbox row: its delivery was published, and may be waiting in a backlog or may be
+				// lost (expired from the subscription, which was recreated). A new one is written: a
+				// duplicate costs the claim one lookup; a lost delivery would leave the job scheduled.
 				m, err := i.message(ctx, r, r.attempt+1, "pubq retry-now")
 				if err != nil {
 					return fmt.Errorf("job %q has no pending delivery and a new one cannot be built: %w", key, err)
@@ -567,6 +559,7 @@ func (i *Inspector) bulkFilter(ctx context.Context, a bulkAction, f Filter, res 
 	if f.Until.IsZero() || f.Until.After(start) {
 		f.Until = start
 	}
+	res.Until = f.Until
 	if !f.Since.IsZero() && !f.Until.After(f.Since) {
 		return nil // the window is in the future: nothing matches
 	}
@@ -606,6 +599,9 @@ func (i *Inspector) bulkFilter(ctx context.Context, a bulkAction, f Filter, res 
 			sql := fmt.Sprintf(`SELECT %s, %s FROM pubq.jobs j WHERE %s ORDER BY %s, j.key LIMIT $%d%s`,
 				jobCols, t, cond, t, len(qargs), lock)
 			n := 0
+			// The batch's outcome joins res only once its transaction commits: an interrupted batch
+			// changed nothing and must not be counted (in the result or the summary audit row).
+			batchRes := &ActionResult{Action: res.Action, Actor: res.Actor, DryRun: res.DryRun}
 			err := pgx.BeginFunc(ctx, i.pool, func(tx pgx.Tx) error {
 				rows, err := tx.Query(ctx, sql, qargs...)
 				if err != nil {
@@ -634,10 +630,10 @@ func (i *Inspector) bulkFilter(ctx context.Context, a bulkAction, f Filter, res 
 					return nil
 				}
 				if a.dryRun {
-					dryRun(a.name, todo, res)
+					dryRun(a.name, todo, batchRes)
 					return nil
 				}
-				audits, err := a.apply(ctx, tx, todo, res)
+				audits, err := a.apply(ctx, tx, todo, batchRes)
 				if err != nil {
 					return err
 				}
@@ -645,6 +641,9 @@ func (i *Inspector) bulkFilter(ctx context.Context, a bulkAction, f Filter, res 
 			})
 			if err != nil {
 				return err
+			}
+			for _, j := range batchRes.Jobs {
+				res.add(j)
 			}
 			first = false
 			done += n

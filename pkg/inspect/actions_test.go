@@ -404,31 +404,6 @@ func TestRetryNowRewritesALostDelivery(t *testing.T) {
 	}
 }
 
-// A scheduled job that is already due and has no outbox row has been published and waits for a
-// worker: retry-now must not add a second delivery.
-func TestRetryNowLeavesADueJobAlone(t *testing.T) {
-	t.Parallel()
-	b := setup(t)
-	b.enqueue(t, "r3", "email.send", `{"to":"z"}`)
-	res := b.claim(t, "r3", 30*time.Second, traceparent(5))
-	b.fail(t, "r3", res, store.FailRetry, "smtp 451", traceparent(5))
-	if _, err := b.pool.Exec(b.ctx, `UPDATE pubq.jobs SET run_at = now() - interval '1 second' WHERE key = 'r3'`); err != nil {
-		t.Fatal(err)
-	}
-	b.drainOutbox(t) // the relay published it when it fell due
-
-	got, err := b.insp.RetryNow(b.ctx, "alice", "r3")
-	if err != nil || got.Changed != 0 || len(got.Jobs) != 1 || !strings.Contains(got.Jobs[0].Reason, "already due") {
-		t.Fatalf("retry now = %+v, %v", got, err)
-	}
-	if out := b.outbox(t, "r3"); len(out) != 0 {
-		t.Fatalf("a second delivery was written: %+v", out)
-	}
-	if a := b.audit(t); a[0].Detail["result"] != "noop" {
-		t.Errorf("audit = %+v", a)
-	}
-}
-
 func TestPurge(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
