@@ -414,22 +414,6 @@ func (h *handler) action(name string) http.HandlerFunc {
 			f.All = true // the confirmation page shows exactly how many jobs that is
 		}
 		confirmed := form.Get("confirm") == "yes"
-		if byFilter && !confirmed {
-			// The preview pins its window: "since 2h" and an open end, worked out again at confirm
-			// time, would replay jobs that died after the preview and that it never showed.
-			if f.Until.IsZero() {
-				f.Until = time.Now()
-			}
-			pinned := url.Values{}
-			for k, vs := range form {
-				pinned[k] = vs
-			}
-			if !f.Since.IsZero() {
-				pinned.Set("since", f.Since.UTC().Format(time.RFC3339Nano))
-			}
-			pinned.Set("until", f.Until.UTC().Format(time.RFC3339Nano))
-			form = pinned
-		}
 		var res *inspect.ActionResult
 		var err error
 		switch {
@@ -459,6 +443,22 @@ func (h *handler) action(name string) http.HandlerFunc {
 			return
 		}
 		if !confirmed {
+			if byFilter {
+				// The preview pins its window: "since 2h" and an open end, worked out again at confirm
+				// time, would replay jobs that died after the preview and that it never showed. The end
+				// is the one the preview used, by the database's clock.
+				pinned := url.Values{}
+				for k, vs := range form {
+					pinned[k] = vs
+				}
+				if !f.Since.IsZero() {
+					pinned.Set("since", f.Since.UTC().Format(time.RFC3339Nano))
+				}
+				if !res.Until.IsZero() {
+					pinned.Set("until", res.Until.UTC().Format(time.RFC3339Nano))
+				}
+				form = pinned
+			}
 			h.render(w, r, http.StatusOK, "confirm", map[string]any{"Action": name, "Result": res, "Form": form, "Keys": keys})
 			return
 		}
