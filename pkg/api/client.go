@@ -122,7 +122,7 @@ func toJSON(r publish.Request) (jobJSON, error) {
 		return jobJSON{}, errors.New("pubq: api: attributes cannot be sent over HTTP")
 	}
 	// The key travels in a header too: a bad one is the caller's mistake, not something to retry.
-	if err := job.ValidateKey(r.Key); err != nil {
+	if err := job.ValidateNewKey(r.Key); err != nil {
 		return jobJSON{}, fmt.Errorf("pubq: api: %w", err)
 	}
 	j := jobJSON{Kind: r.Kind, Key: r.Key, Payload: r.Payload}

@@ -142,7 +142,7 @@ func decodeJob(raw []byte, headerKey string, inBatch bool) (publish.Request, *Pr
 		}
 		return r, invalid("key", "an idempotency key is required: send the Idempotency-Key header or the \"key\" field")
 	}
-	if err := job.ValidateKey(r.Key); err != nil {
+	if err := job.ValidateNewKey(r.Key); err != nil {
 		return r, fromDecodeError(err)
 	}
 	payload, p := normalizePayload(j.Payload)

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"strconv"
+	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -34,6 +36,9 @@ const (
 	AttrDeadAttempts = "pubq_dead_attempts" // attempts made
 	AttrDeadQueue    = "pubq_dead_queue"    // queue the message came from
 	AttrDeadAt       = "pubq_dead_at"       // RFC 3339 time
+	// AttrDeadDropped counts the message's own attributes left off its dead letter to fit Pub/Sub's
+	// limit (only for a foreign message that came with nearly 100).
+	AttrDeadDropped = "pubq_dead_dropped_attributes"
 )
 
 // Limits of the wire format.
@@ -137,10 +142,6 @@ func ValidateKey(key string) error {
 		return &DecodeError{AttrKey, "required"}
 	case len(key) > MaxKeyBytes:
 		return &DecodeError{AttrKey, fmt.Sprintf("%d bytes exceeds %d", len(key), MaxKeyBytes)}
-	case key[0] == ' ' || key[len(key)-1] == ' ':
-		// HTTP drops a header value's outer spaces, so " k" would be one key in a body and another in
-		// an Idempotency-Key header.
-		return &DecodeError{AttrKey, "starts or ends with a space"}
 	case printableASCII(key):
 		return nil // the common case, without decoding runes
 	case !utf8.ValidString(key):
@@ -150,6 +151,20 @@ func ValidateKey(key string) error {
 		if !unicode.IsPrint(r) {
 			return &DecodeError{AttrKey, "contains a control or non-printable character"}
 		}
+	}
+	return nil
+}
+
+// ValidateNewKey is ValidateKey for a key being enqueued, which also may not start or end with a
+// space: HTTP drops a header value's outer spaces, so " k" would be one key in a body and another in an
+// Idempotency-Key header. (Deliveries are decoded with ValidateKey: a job enqueued before this rule, or
+// by a foreign publisher, still runs.)
+func ValidateNewKey(key string) error {
+	if err := ValidateKey(key); err != nil {
+		return err
+	}
+	if key[0] == ' ' || key[len(key)-1] == ' ' {
+		return &DecodeError{AttrKey, "starts or ends with a space"}
 	}
 	return nil
 }
@@ -316,5 +331,25 @@ func DeadLetterAttributes(orig map[string]string, queue, reason, errText string,
 	attrs[AttrDeadAttempts] = strconv.Itoa(attempts)
 	attrs[AttrDeadQueue] = queue
 	attrs[AttrDeadAt] = at.UTC().Format(time.RFC3339Nano)
+	// Pub/Sub takes 100 attributes, and the dead letter's publish adds its trace context (2). A message
+	// from a foreign publisher may come with nearly 100: its last own attributes (by name) are left off,
+	// and counted, or the dead letter could never be published.
+	if limit := maxMessageAttributes - 2; len(attrs) > limit {
+		var own []string
+		for k := range attrs {
+			if !strings.HasPrefix(k, "pubq_") {
+				own = append(own, k)
+			}
+		}
+		sort.Strings(own)
+		drop := min(len(attrs)+1-limit, len(own)) // +1: the count itself
+		for _, k := range own[len(own)-drop:] {
+			delete(attrs, k)
+		}
+		attrs[AttrDeadDropped] = strconv.Itoa(drop)
+	}
 	return attrs
 }
+
+// maxMessageAttributes is Pub/Sub's limit of attributes on one message.
+const maxMessageAttributes = 100

@@ -71,7 +71,6 @@ func TestDecodeErrors(t *testing.T) {
 		{"no key", `{}`, with(job.AttrKey, "\x00delete"), job.AttrKey},
 		{"long key", `{}`, with(job.AttrKey, strings.Repeat("k", 257)), job.AttrKey},
 		{"control key", `{}`, with(job.AttrKey, "a\nb"), job.AttrKey},
-		{"key with outer space", `{}`, with(job.AttrKey, " k"), job.AttrKey},
 		// Postgres refuses NUL and invalid UTF-8 in text: such an id would fail a whole claim batch.
 		{"NUL in id", `{}`, with(job.AttrID, "a\x00b"), job.AttrID},
 		{"invalid UTF-8 id", `{}`, with(job.AttrID, "a\xffb"), job.AttrID},
@@ -209,5 +208,45 @@ func TestTruncate(t *testing.T) {
 		if got != c.want || len(got) > c.n || !utf8.ValidString(got) {
 			t.Errorf("Truncate(%q, %d) = %q, want %q", c.s, c.n, got, c.want)
 		}
+	}
+}
+
+// Keys with outer spaces are refused when enqueued, but a delivery carrying one still decodes: a job
+// enqueued before the rule, or by a foreign publisher, must still run or be dead-lettered by key.
+func TestOuterSpacesInKeys(t *testing.T) {
+	for _, k := range []string{" k", "k ", " "} {
+		if err := job.ValidateNewKey(k); err == nil {
+			t.Errorf("ValidateNewKey(%q) accepted", k)
+		}
+		j, err := job.Decode([]byte(`{}`), map[string]string{job.AttrKind: "a.b", job.AttrKey: k}, time.Now())
+		if err != nil || j.Key != k {
+			t.Errorf("Decode with key %q: %+v %v", k, j, err)
+		}
+	}
+	if err := job.ValidateNewKey("a b"); err != nil {
+		t.Errorf("an inner space: %v", err)
+	}
+}
+
+// A foreign message with nearly 100 attributes of its own still gets a dead letter Pub/Sub accepts,
+// once the publish adds its trace context: the last of its own attributes are left off, and counted.
+func TestDeadLetterAttributesFitPubSub(t *testing.T) {
+	orig := map[string]string{job.AttrKind: "a.b", job.AttrKey: "k"}
+	for i := range 97 {
+		orig[fmt.Sprintf("attr_%02d", i)] = "v"
+	}
+	got := job.DeadLetterAttributes(orig, "q", job.ReasonUnknownKind, "e", 0, time.Now())
+	if n := len(got) + 2; n > 100 {
+		t.Fatalf("%d attributes once published", n)
+	}
+	if got[job.AttrDeadReason] != job.ReasonUnknownKind || got[job.AttrKey] != "k" || got["attr_00"] != "v" {
+		t.Errorf("pubq's attributes or the first own ones were dropped: %v", got)
+	}
+	// 99 + 5 dead attributes + the count = 105, to 98: the last 7 own ones go (attr_90 .. attr_96).
+	if got[job.AttrDeadDropped] != "7" || got["attr_89"] != "v" || got["attr_90"] != "" || len(got) != 98 {
+		t.Errorf("dropped %q, %d attributes: %v", got[job.AttrDeadDropped], len(got), got)
+	}
+	if small := job.DeadLetterAttributes(map[string]string{"a": "b"}, "q", "r", "e", 0, time.Now()); small[job.AttrDeadDropped] != "" {
+		t.Errorf("a small message lost attributes: %v", small)
 	}
 }

@@ -166,7 +166,7 @@ func (c *Client) Prepare(r Request) (*queue.Queue, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := job.ValidateKey(r.Key); err != nil {
+	if err := job.ValidateNewKey(r.Key); err != nil {
 		return nil, err
 	}
 	if len(r.Payload) == 0 {
