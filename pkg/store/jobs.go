@@ -435,7 +435,7 @@ func Enqueue(ctx context.Context, q Querier, jobs []NewJob) ([]EnqueueResult, er
 		SELECT r.k, r.i, r.q, r.kd, r.st, r.p, r.h, coalesce(r.ra, now()), r.ma, nullif(r.tp, ''), nullif(r.at, '')::jsonb
 		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::bytea[], $8::timestamptz[], $9::int[], $10::text[], $11::text[])
 		     AS r(k, i, q, kd, st, p, h, ra, ma, tp, at)
-		ORDER BY r.k -- rows in key order, as the claim takes them: two overlapping batches cannot deadlock
+		ORDER BY r.k COLLATE "C" -- byte order, as the claim sorts keys: overlapping batches cannot deadlock
 		ON CONFLICT (key) DO NOTHING RETURNING key`, keys, ids, queues, kinds, states, payloads, hashes, runAts, maxes, tps, attrs)
 	if err != nil {
 		return nil, fmt.Errorf("pubq: enqueueing: %w", err)
