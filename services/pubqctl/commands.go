@@ -343,6 +343,11 @@ func (c *cli) bulk(name string, args []string) error {
 	if err != nil {
 		return err
 	}
+	if res.Failed > 0 {
+		// Printed above with each job's reason; the exit code says it too (1: the operation failed),
+		// and wins over keys that name no job (3).
+		return fmt.Errorf("%d of %d job(s) could not be %s", res.Failed, res.Matched, map[string]string{"replay": "replayed", "purge": "purged"}[name])
+	}
 	var missing []string
 	for _, j := range res.Jobs {
 		if j.From == "" {
@@ -351,10 +356,6 @@ func (c *cli) bulk(name string, args []string) error {
 	}
 	if len(missing) > 0 {
 		return notFoundError{missing}
-	}
-	if res.Failed > 0 {
-		// Printed above with each job's reason; the exit code says it too (1: the operation failed).
-		return fmt.Errorf("%d of %d job(s) could not be %s", res.Failed, res.Matched, map[string]string{"replay": "replayed", "purge": "purged"}[name])
 	}
 	return nil
 }
