@@ -406,7 +406,12 @@ func runMode(ctx context.Context, o options, project, mode string, round int) (R
 			now := time.Now().UnixNano()
 			if phase.Load() == 0 {
 				if slots != nil {
-					<-slots
+					// Non-blocking: a redelivered message is done twice, and the publisher may be
+					// finished; a slot too many only widens the window by one.
+					select {
+					case <-slots:
+					default:
+					}
 				}
 				first.CompareAndSwap(0, now)
 				if n.Add(1) == total {
@@ -425,20 +430,33 @@ func runMode(ctx context.Context, o options, project, mode string, round int) (R
 			}
 		})
 	}()
-	pubErr := make(chan error, 1)
+	var pubErr chan error // nil (never ready) unless publishing while consuming
 	if slots != nil {
-		go func() { pubErr <- publishWindowed(ctx, client, qcfg.Queues, id+"-t", o.messages, slots) }()
+		pubErr = make(chan error, 1)
+		// cctx: stopping the phase early also unblocks a publisher waiting for a slot.
+		go func(out chan<- error) { out <- publishWindowed(cctx, client, qcfg.Queues, id+"-t", o.messages, slots) }(pubErr)
 	}
 	// The first receipt is marked by the first done, which slightly favours nobody: both modes are
 	// measured the same way.
-	select {
-	case <-all:
-	case err := <-errc:
-		stop()
-		return res, fmt.Errorf("consumer stopped: %v", err)
-	case <-time.After(10 * time.Minute):
-		stop()
-		return res, fmt.Errorf("throughput phase timed out with %d of %d done", n.Load(), total)
+	timeout := time.After(10 * time.Minute)
+wait:
+	for {
+		select {
+		case <-all:
+			break wait
+		case err := <-errc:
+			stop()
+			return res, fmt.Errorf("consumer stopped: %v", err)
+		case err := <-pubErr:
+			if err != nil {
+				stop()
+				return res, fmt.Errorf("publishing while consuming: %w", err)
+			}
+			pubErr = nil // done; wait for the consumer
+		case <-timeout:
+			stop()
+			return res, fmt.Errorf("throughput phase timed out with %d of %d done", n.Load(), total)
+		}
 	}
 	res.Seconds = float64(last.Load()-first.Load()) / 1e9
 	res.JobsPerSec = float64(o.messages) / res.Seconds
