@@ -162,15 +162,9 @@ func readEnv() (*env, error) {
 	}
 	e.noJitter = boolean("PUBQ_NO_JITTER", false)
 	e.migrate = boolean("PUBQ_MIGRATE", false)
+	e.recvTracing = boolean("PUBQ_PUBSUB_RECEIVE_TRACING", true)
 	if boolErr != nil {
 		return nil, boolErr
-	}
-	switch v := os.Getenv("PUBQ_PUBSUB_RECEIVE_TRACING"); v {
-	case "", "true":
-		e.recvTracing = true
-	case "false":
-	default:
-		return nil, usageError{fmt.Errorf("PUBQ_PUBSUB_RECEIVE_TRACING: %q is not true or false", v)}
 	}
 	return e, nil
 }
