@@ -194,7 +194,8 @@ var pubsubAgent = regexp.MustCompile(`^serviceAccount:service-([0-9]+)@gcp-sa-pu
 type grantKey struct{ who, scope, resource, role string }
 
 // CheckIAM reports grants beyond least privilege and missing grants the system needs:
-//   - producer: publisher on each queue topic; secretAccessor on the API token and queue config secrets;
+//   - producer: publisher on each queue and dead-letter topic (its relay publishes dead letters too);
+//     secretAccessor on the API token and queue config secrets;
 //   - worker: subscriber on each worker subscription; publisher on each queue and dead-letter topic;
 //     secretAccessor on the queue config secret;
 //   - pubqctl: subscriber on each inspection subscription; publisher on each queue topic;
@@ -243,6 +244,8 @@ func CheckIAM(cfg *queue.Config, p *Plan, l Layout) []error {
 	need := func(k grantKey) { allowed[k], required[k] = true, true }
 	for _, q := range cfg.Queues {
 		need(grantKey{"producer", "topic", q.Topic, "roles/pubsub.publisher"})
+		// The producer's relay publishes any due outbox row, dead letters included.
+		need(grantKey{"producer", "topic", q.DeadLetterTopic, "roles/pubsub.publisher"})
 		need(grantKey{"worker", "topic", q.Topic, "roles/pubsub.publisher"})
 		need(grantKey{"worker", "topic", q.DeadLetterTopic, "roles/pubsub.publisher"})
 		need(grantKey{"worker", "subscription", q.Subscription, "roles/pubsub.subscriber"})

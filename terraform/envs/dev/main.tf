@@ -43,6 +43,9 @@ locals {
     PUBQ_DATABASE_NAME       = google_sql_database.pubq.name
     PUBQ_GCP_LOG_PROJECT     = var.project_id # log entries link to their Cloud Trace traces
     OTEL_TRACES_EXPORTER     = "gcp"
+    # Cloud Run kills an instance 10s after SIGTERM: running jobs (worker) and requests (producer)
+    # get 6s, leaving room for the final outbox flush and the telemetry export.
+    PUBQ_SHUTDOWN_TIMEOUT = "6s"
   }
   queues_secret_file = {
     queues = {
@@ -101,7 +104,8 @@ module "queue" {
     worker   = module.worker.member
     pubqctl  = "serviceAccount:${google_service_account.pubqctl.email}"
   }
-  dead_letter_publishers               = { worker = module.worker.member }
+  # Both run the outbox relay, which publishes every due row, dead letters included.
+  dead_letter_publishers               = { worker = module.worker.member, producer = module.producer.member }
   subscription_subscribers             = { worker = module.worker.member }
   dead_letter_subscription_subscribers = { pubqctl = "serviceAccount:${google_service_account.pubqctl.email}" }
   pubsub_service_agent                 = local.pubsub_service_agent

@@ -29,4 +29,10 @@ resource "google_secret_manager_secret" "queues" {
 resource "google_secret_manager_secret_version" "queues" {
   secret      = google_secret_manager_secret.queues.id
   secret_data = file(local.queues_file)
+  # A changed queues.yaml makes a new version; the running revision mounts the old one by number until
+  # its replacement is ready, and a rollback needs it: keep it (disable by hand when done).
+  deletion_policy = "ABANDON"
+  lifecycle {
+    create_before_destroy = true
+  }
 }
