@@ -247,6 +247,16 @@ resource "google_pubsub_topic_iam_binding" "all" {
 			check: iam, want: "missing grant: pubsub-agent needs roles/pubsub.publisher on topic pubq-critical-dead",
 		},
 		{
+			name:  "pubqctl given publisher again",
+			muts:  []mutation{{devMain, "    worker   = module.worker.member\n  }", "    worker   = module.worker.member\n    pubqctl  = \"serviceAccount:${google_service_account.pubqctl.email}\"\n  }"}},
+			check: iam, want: "has roles/pubsub.publisher on topic pubq-default",
+		},
+		{
+			name:  "producer cannot publish dead letters",
+			muts:  []mutation{{devMain, "{ worker = module.worker.member, producer = module.producer.member }", "{ worker = module.worker.member }"}},
+			check: iam, want: "missing grant: producer needs roles/pubsub.publisher on topic pubq-default-dead",
+		},
+		{
 			name:  "worker cannot publish retries",
 			muts:  []mutation{{devMain, "    worker   = module.worker.member\n", ""}},
 			check: iam, want: "missing grant: worker needs roles/pubsub.publisher on topic pubq-default",

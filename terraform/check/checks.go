@@ -198,7 +198,8 @@ type grantKey struct{ who, scope, resource, role string }
 //     secretAccessor on the API token and queue config secrets;
 //   - worker: subscriber on each worker subscription; publisher on each queue and dead-letter topic;
 //     secretAccessor on the queue config secret;
-//   - pubqctl: subscriber on each inspection subscription; publisher on each queue topic;
+//   - pubqctl: subscriber on each inspection subscription (operators pull dead letters as it); no
+//     publisher: a replay is an outbox row that a relay publishes;
 //   - each of them: Cloud SQL client and instance user conditioned on the instance, and the producer
 //     and worker the telemetry writers, at project level; nothing else;
 //   - the Pub/Sub service agent: publisher on each dead-letter topic and subscriber on each worker
@@ -253,7 +254,6 @@ func CheckIAM(cfg *queue.Config, p *Plan, l Layout) []error {
 		need(grantKey{"pubsub-agent", "subscription", q.Subscription, "roles/pubsub.subscriber"})
 		if l.PubqctlSA != "" {
 			need(grantKey{"pubqctl", "subscription", q.DeadLetterSubscription, "roles/pubsub.subscriber"})
-			allowed[grantKey{"pubqctl", "topic", q.Topic, "roles/pubsub.publisher"}] = true
 		}
 	}
 	need(grantKey{"producer", "secret", tokens, "roles/secretmanager.secretAccessor"})

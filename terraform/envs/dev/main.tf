@@ -98,11 +98,11 @@ module "queue" {
   retry_maximum_backoff    = each.value.backoff.max
   labels                   = local.labels
 
-  # The worker republishes retries and relays the outbox; pubqctl replays dead-lettered jobs.
+  # Both relay the outbox (enqueues, retries, operators' replays). pubqctl publishes nothing: a
+  # replay is an outbox row that a relay publishes.
   topic_publishers = {
     producer = module.producer.member
     worker   = module.worker.member
-    pubqctl  = "serviceAccount:${google_service_account.pubqctl.email}"
   }
   # Both run the outbox relay, which publishes every due row, dead letters included.
   dead_letter_publishers               = { worker = module.worker.member, producer = module.producer.member }
