@@ -142,14 +142,21 @@ func ValidateKey(key string) error {
 		return &DecodeError{AttrKey, "required"}
 	case len(key) > MaxKeyBytes:
 		return &DecodeError{AttrKey, fmt.Sprintf("%d bytes exceeds %d", len(key), MaxKeyBytes)}
-	case printableASCII(key):
-		return nil // the common case, without decoding runes
-	case !utf8.ValidString(key):
-		return &DecodeError{AttrKey, "not valid UTF-8"}
 	}
-	for _, r := range key {
+	return checkPrintable(AttrKey, key)
+}
+
+// checkPrintable reports s (the value of field) unless it is printable UTF-8.
+func checkPrintable(field, s string) error {
+	switch {
+	case printableASCII(s):
+		return nil // the common case, without decoding runes
+	case !utf8.ValidString(s):
+		return &DecodeError{field, "not valid UTF-8"}
+	}
+	for _, r := range s {
 		if !unicode.IsPrint(r) {
-			return &DecodeError{AttrKey, "contains a control or non-printable character"}
+			return &DecodeError{field, "contains a control or non-printable character"}
 		}
 	}
 	return nil
@@ -200,20 +207,10 @@ func (j *Job) Validate() error {
 // ValidateID checks a job id: at most 128 bytes of printable UTF-8. (Postgres refuses NUL and invalid
 // UTF-8 in text: one such id from a foreign publisher would fail every claim batched with it.)
 func ValidateID(id string) error {
-	switch {
-	case len(id) > 128:
+	if len(id) > 128 {
 		return &DecodeError{AttrID, "longer than 128 bytes"}
-	case printableASCII(id):
-		return nil
-	case !utf8.ValidString(id):
-		return &DecodeError{AttrID, "not valid UTF-8"}
 	}
-	for _, r := range id {
-		if !unicode.IsPrint(r) {
-			return &DecodeError{AttrID, "contains a control or non-printable character"}
-		}
-	}
-	return nil
+	return checkPrintable(AttrID, id)
 }
 
 // Encode returns the Pub/Sub data and attributes of j after validating it.
@@ -293,6 +290,17 @@ func EnvelopeAttribute(k string) bool {
 	return false
 }
 
+// TraceContextAttribute reports whether k carries a delivery's trace context (W3C or the Pub/Sub
+// clients'): a message built again from a job (a retry, a dead letter, a rescue) gets its own from the
+// publish, never the old one.
+func TraceContextAttribute(k string) bool {
+	switch k {
+	case AttrTraceParent, AttrTraceState, AttrPubSubTraceParent, AttrPubSubTraceState:
+		return true
+	}
+	return false
+}
+
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
@@ -321,7 +329,7 @@ func Truncate(s string, n int) string { return truncate(s, n) }
 func DeadLetterAttributes(orig map[string]string, queue, reason, errText string, attempts int, at time.Time) map[string]string {
 	attrs := make(map[string]string, len(orig)+5)
 	for k, v := range orig {
-		if k == AttrPubSubTraceParent || k == AttrPubSubTraceState || k == AttrTraceParent || k == AttrTraceState {
+		if TraceContextAttribute(k) {
 			continue
 		}
 		attrs[k] = v

@@ -545,8 +545,7 @@ func (s *Store) Release(ctx context.Context, l Lease) error {
 func ownAttributes(attrs map[string]string) map[string]string {
 	var own map[string]string
 	for k, v := range attrs {
-		if job.EnvelopeAttribute(k) || k == job.AttrTraceParent || k == job.AttrTraceState ||
-			k == job.AttrPubSubTraceParent || k == job.AttrPubSubTraceState {
+		if job.EnvelopeAttribute(k) || job.TraceContextAttribute(k) {
 			continue
 		}
 		if own == nil {

@@ -294,7 +294,7 @@ func (w *Worker) finishFailure(ctx context.Context, rq *runQueue, m *delivery, j
 func (w *Worker) retryMessage(topic string, m *delivery, j *job.Job, attempt int, prev string) store.OutboxMessage {
 	attrs := make(map[string]string, len(m.Attributes)+2)
 	for k, v := range m.Attributes {
-		if k == job.AttrPubSubTraceParent || k == job.AttrPubSubTraceState || k == job.AttrTraceParent || k == job.AttrTraceState {
+		if job.TraceContextAttribute(k) {
 			continue // the relay's publish writes the new attempt's trace context
 		}
 		attrs[k] = v
