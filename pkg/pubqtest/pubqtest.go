@@ -70,26 +70,37 @@ func NewOn(t testing.TB, queuesYAML, dbURL string) *Env {
 // counter (instrument name, e.g. "pubq.jobs.rescued") over all its label sets.
 func Metrics(t testing.TB) (*telemetry.Metrics, func(name string) int64) {
 	t.Helper()
+	m, points := MetricPoints(t)
+	return m, func(name string) int64 {
+		var total int64
+		for _, dp := range points(name) {
+			total += dp.Value
+		}
+		return total
+	}
+}
+
+// MetricPoints is Metrics with the counter's data points, one per label set, for tests of labels.
+func MetricPoints(t testing.TB) (*telemetry.Metrics, func(name string) []metricdata.DataPoint[int64]) {
+	t.Helper()
 	reader := sdkmetric.NewManualReader()
 	m, err := telemetry.NewMetrics(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return m, func(name string) int64 {
+	return m, func(name string) []metricdata.DataPoint[int64] {
 		var rm metricdata.ResourceMetrics
 		if err := reader.Collect(context.Background(), &rm); err != nil {
 			t.Fatal(err)
 		}
-		var total int64
+		var out []metricdata.DataPoint[int64]
 		for _, sm := range rm.ScopeMetrics {
 			for _, md := range sm.Metrics {
 				if sum, ok := md.Data.(metricdata.Sum[int64]); ok && md.Name == name {
-					for _, dp := range sum.DataPoints {
-						total += dp.Value
-					}
+					out = append(out, sum.DataPoints...)
 				}
 			}
 		}
-		return total
+		return out
 	}
 }

@@ -13,8 +13,6 @@ import (
 
 	"cloud.google.com/go/pubsub/v2"
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
-	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/pubq/pubq/pkg/admin"
 	"github.com/pubq/pubq/pkg/demo"
@@ -281,11 +279,7 @@ func TestExhaustedAndPermanentAreDeadLettered(t *testing.T) {
 func TestBadMessagesAreDeadLetteredAndWorkerKeepsRunning(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	reader := sdkmetric.NewManualReader()
-	m, err := telemetry.NewMetrics(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, points := pubqtest.MetricPoints(t)
 	b.run(t, worker.Config{Metrics: m})
 	b.publishRaw(t, "pubq-bulk", []byte("not a job"), map[string]string{"origin": "legacy"})
 	b.publishRaw(t, "pubq-bulk", []byte(`{}`), map[string]string{job.AttrKind: "test.nohandler", job.AttrKey: "nh-1"})
@@ -307,22 +301,12 @@ func TestBadMessagesAreDeadLetteredAndWorkerKeepsRunning(t *testing.T) {
 		t.Fatalf("reasons %v, want %v", reasons, want)
 	}
 	// Kinds a publisher made up are not metric labels (each would be a series for ever).
-	var rm metricdata.ResourceMetrics
-	if err := reader.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
 	var dead int64
-	for _, sm := range rm.ScopeMetrics {
-		for _, md := range sm.Metrics {
-			if sum, ok := md.Data.(metricdata.Sum[int64]); ok && md.Name == "pubq.jobs.dead_lettered" {
-				for _, dp := range sum.DataPoints {
-					if k, _ := dp.Attributes.Value(telemetry.MetricKeyKind); k.AsString() != "unknown" {
-						t.Errorf("dead-lettered counted under kind %q", k.AsString())
-					}
-					dead += dp.Value
-				}
-			}
+	for _, dp := range points("pubq.jobs.dead_lettered") {
+		if k, _ := dp.Attributes.Value(telemetry.MetricKeyKind); k.AsString() != "unknown" {
+			t.Errorf("dead-lettered counted under kind %q", k.AsString())
 		}
+		dead += dp.Value
 	}
 	if dead != 3 {
 		t.Errorf("pubq.jobs.dead_lettered = %d, want 3", dead)
@@ -473,29 +457,12 @@ func TestNewValidates(t *testing.T) {
 // other queues' handlers with no limit, so a handler waiting on its context kept it up for ever.)
 func TestReceiveFailureShutsDownTheOtherQueues(t *testing.T) {
 	b := setup(t)
-	started := make(chan struct{}, 1)
-	b.mux.HandleFunc("test.block", func(ctx context.Context, j *job.Job) error {
-		started <- struct{}{}
+	errc, _ := b.runBlockJob(t, time.Second, "blocker", func(ctx context.Context) error {
 		<-ctx.Done()
 		return ctx.Err()
 	})
-	w, err := worker.New(b.client, b.st, b.mux, &worker.Config{Queues: b.cfg, Lease: 5 * time.Second,
-		ShutdownTimeout: time.Second, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	errc := make(chan error, 1)
-	go func() { errc <- w.Run(ctx) }()
-	b.publishRaw(t, "pubq-bulk", []byte(`{}`), map[string]string{job.AttrKind: "test.block", job.AttrKey: "blocker"})
-	select {
-	case <-started:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the blocking job never started")
-	}
 	// critical's subscription goes away under the running worker: its receive fails.
-	if err := b.client.SubscriptionAdminClient.DeleteSubscription(ctx, &pubsubpb.DeleteSubscriptionRequest{
+	if err := b.client.SubscriptionAdminClient.DeleteSubscription(context.Background(), &pubsubpb.DeleteSubscriptionRequest{
 		Subscription: admin.SubscriptionName(b.project, "pubq-critical-worker")}); err != nil {
 		t.Fatal(err)
 	}
@@ -516,27 +483,10 @@ func TestReceiveFailureShutsDownTheOtherQueues(t *testing.T) {
 // completes its job: running it again would repeat a finished job's side effects.
 func TestJobFinishedPastShutdownTimeoutIsCompleted(t *testing.T) {
 	b := setup(t)
-	started := make(chan struct{}, 1)
-	b.mux.HandleFunc("test.block", func(ctx context.Context, j *job.Job) error {
-		started <- struct{}{}
+	errc, cancel := b.runBlockJob(t, 500*time.Millisecond, "late-finisher", func(context.Context) error {
 		time.Sleep(1500 * time.Millisecond) // ignores ctx, which ends after 500ms
 		return nil
 	})
-	w, err := worker.New(b.client, b.st, b.mux, &worker.Config{Queues: b.cfg, Lease: 5 * time.Second,
-		ShutdownTimeout: 500 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	errc := make(chan error, 1)
-	go func() { errc <- w.Run(ctx) }()
-	b.publishRaw(t, "pubq-bulk", []byte(`{}`), map[string]string{job.AttrKind: "test.block", job.AttrKey: "late-finisher"})
-	select {
-	case <-started:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the job never started")
-	}
 	cancel()
 	if err := <-errc; err != nil {
 		t.Fatal(err)
@@ -544,4 +494,32 @@ func TestJobFinishedPastShutdownTimeoutIsCompleted(t *testing.T) {
 	if s, _ := b.jobState(t, "late-finisher"); s != "succeeded" {
 		t.Errorf("state %s, want succeeded", s)
 	}
+}
+
+// runBlockJob runs a worker with the given ShutdownTimeout and h as the handler of test.block (on
+// bulk), publishes one such job under key, and returns once h has started: Run's result arrives on
+// the channel; cancel asks the worker to stop.
+func (b *bundle) runBlockJob(t *testing.T, shutdown time.Duration, key string, h func(context.Context) error) (<-chan error, context.CancelFunc) {
+	t.Helper()
+	started := make(chan struct{}, 1)
+	b.mux.HandleFunc("test.block", func(ctx context.Context, _ *job.Job) error {
+		started <- struct{}{}
+		return h(ctx)
+	})
+	w, err := worker.New(b.client, b.st, b.mux, &worker.Config{Queues: b.cfg, Lease: 5 * time.Second,
+		ShutdownTimeout: shutdown, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	errc := make(chan error, 1)
+	go func() { errc <- w.Run(ctx) }()
+	b.publishRaw(t, "pubq-bulk", []byte(`{}`), map[string]string{job.AttrKind: "test.block", job.AttrKey: key})
+	select {
+	case <-started:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("job %s never started", key)
+	}
+	return errc, cancel
 }
