@@ -114,6 +114,16 @@ func (b *pgBundle) post(t *testing.T, key, body string) answer {
 	return answer{status: resp.StatusCode, header: resp.Header, body: string(data)}
 }
 
+// client is a Go client of b's server with its token.
+func (b *pgBundle) client(t *testing.T) *api.Client {
+	t.Helper()
+	c, err := api.NewClient(b.srv.URL, token, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 func (b *pgBundle) count(t *testing.T, table string) int {
 	t.Helper()
 	var n int
@@ -347,10 +357,7 @@ func TestHTTPSpanIsTheTraceRoot(t *testing.T) {
 func TestClientAgainstServer(t *testing.T) {
 	t.Parallel()
 	b := setupPG(t)
-	c, err := api.NewClient(b.srv.URL, token, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := b.client(t)
 	ctx := context.Background()
 	r := publish.Request{Kind: "email.send", Key: "client-1", Payload: json.RawMessage(`{"to":"a@example.com"}`)}
 	first, err := c.Enqueue(ctx, r)
@@ -396,10 +403,7 @@ func TestClientAgainstServer(t *testing.T) {
 func TestSamePayloadAcrossPaths(t *testing.T) {
 	t.Parallel()
 	b := setupPG(t)
-	c, err := api.NewClient(b.srv.URL, token, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := b.client(t)
 	ctx := context.Background()
 	first, err := c.Enqueue(ctx, publish.Request{Kind: "email.send", Key: "html-1", Payload: json.RawMessage(`{"html": "<p>Hi & bye</p>"}`)})
 	if err != nil {

@@ -200,16 +200,7 @@ func TestCandidateRules(t *testing.T) {
 
 	// Once a is merged into c (say), neither is paired through a merged account: b's oldest live
 	// match is c.
-	tx, err := pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := merge.Merge(ctx, tx, c, a, merge.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
+	mergeNow(t, pool, c, a)
 	got, err = scan.FindCandidates(ctx, pool, scan.Range{First: a, Last: c})
 	if err != nil {
 		t.Fatal(err)
@@ -231,18 +222,8 @@ func TestCandidateRules(t *testing.T) {
 	tt := ins("lee.t@example.org", "Tae", "Lee", "2007-07-07")
 	su := ins("tae.lee@example.org", "T", "Lee", "")
 	u := ins("tae.lee@example.org", "tae", "lee", "2007-07-07")
-	for _, pair := range [][2]int64{{p, q}, {tt, u}} {
-		tx, err := pool.Begin(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := merge.Merge(ctx, tx, pair[0], pair[1], merge.Options{}); err != nil {
-			t.Fatal(err)
-		}
-		if err := tx.Commit(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	mergeNow(t, pool, p, q)
+	mergeNow(t, pool, tt, u)
 	got, err = scan.FindCandidates(ctx, pool, scan.Range{First: p, Last: u})
 	if err != nil {
 		t.Fatal(err)
@@ -321,5 +302,22 @@ func TestRuleAndRequests(t *testing.T) {
 	}
 	if _, err := scan.Split(ctx, pool, scan.ScanRequest{Ranges: 0}); !errors.Is(err, scan.ErrRanges) {
 		t.Fatalf("Split with no ranges: %v", err)
+	}
+}
+
+// mergeNow merges duplicate into survivor and commits.
+func mergeNow(t *testing.T, pool *pgxpool.Pool, survivor, duplicate int64) {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := merge.Merge(ctx, tx, survivor, duplicate, merge.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
 	}
 }
