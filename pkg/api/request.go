@@ -170,24 +170,20 @@ func decodeJob(raw []byte, headerKey string, inBatch bool) (publish.Request, *Pr
 	return r, nil
 }
 
-// normalizePayload makes a missing or null payload {} and compacts the rest, so a retry that
-// re-serialises the same JSON with other whitespace is not a key conflict.
+// normalizePayload is job.NormalizePayload with the API's answers: a 400 for JSON that is not, a 413
+// for a payload over the limit once compacted.
 func normalizePayload(raw json.RawMessage) (json.RawMessage, *Problem) {
-	if len(raw) == 0 || string(raw) == "null" {
-		return json.RawMessage("{}"), nil
-	}
-	var buf bytes.Buffer
-	buf.Grow(len(raw))
-	if err := json.Compact(&buf, raw); err != nil {
+	norm, err := job.NormalizePayload(raw)
+	if err != nil {
 		return nil, invalid("payload", "the payload is not valid JSON")
 	}
-	if buf.Len() > job.MaxPayloadBytes {
+	if len(norm) > job.MaxPayloadBytes {
 		p := newProblem(TypeTooLarge, http.StatusRequestEntityTooLarge,
-			fmt.Sprintf("the payload is %d bytes; at most %d", buf.Len(), job.MaxPayloadBytes))
+			fmt.Sprintf("the payload is %d bytes; at most %d", len(norm), job.MaxPayloadBytes))
 		p.Field = "payload"
 		return nil, p
 	}
-	return json.RawMessage(buf.Bytes()), nil
+	return norm, nil
 }
 
 // fromDecodeError maps the job package's wire-level field names to the API's.

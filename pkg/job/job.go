@@ -176,6 +176,22 @@ func ValidateNewKey(key string) error {
 	return nil
 }
 
+// NormalizePayload returns the one form pubq stores a payload in: a missing or null payload is {},
+// any other is compacted. A job enqueued twice by different paths (the HTTP API, the Go client, an
+// in-process EnqueueTx) or re-serialised with other whitespace is then the same payload, not a key
+// conflict. An error says p is not JSON.
+func NormalizePayload(p []byte) (json.RawMessage, error) {
+	if len(p) == 0 || string(p) == "null" {
+		return json.RawMessage("{}"), nil
+	}
+	var buf bytes.Buffer
+	buf.Grow(len(p))
+	if err := json.Compact(&buf, p); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
 // ValidatePayload checks the payload is one JSON value within the size limit.
 func ValidatePayload(p []byte) error {
 	if len(p) > MaxPayloadBytes {

@@ -1,7 +1,6 @@
 package publish
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -219,7 +218,9 @@ func (c *Client) enqueue(ctx context.Context, q store.Querier, rs []Request) ([]
 		}
 		// One form per payload, as the HTTP API stores it, so the same job sent through either path (or
 		// re-serialised with other whitespace) hashes the same and is not a key conflict.
-		r.Payload = normalizePayload(r.Payload)
+		if norm, err := job.NormalizePayload(r.Payload); err == nil { // Prepare checked it is JSON
+			r.Payload = norm
+		}
 		runAt := r.RunAt
 		if r.RunIn > 0 {
 			runAt = now.Add(r.RunIn)
@@ -267,18 +268,4 @@ func (c *Client) fail(span trace.Span, err error) error {
 	span.RecordError(err)
 	span.SetStatus(codes.Error, err.Error())
 	return err
-}
-
-// normalizePayload makes a missing or null payload {} and compacts the rest (valid JSON: Prepare
-// checked it).
-func normalizePayload(p json.RawMessage) json.RawMessage {
-	if len(p) == 0 || string(p) == "null" {
-		return json.RawMessage("{}")
-	}
-	var buf bytes.Buffer
-	buf.Grow(len(p))
-	if err := json.Compact(&buf, p); err != nil {
-		return p
-	}
-	return buf.Bytes()
 }
