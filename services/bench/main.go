@@ -48,6 +48,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/pubq/pubq/pkg/admin"
 	"github.com/pubq/pubq/pkg/job"
@@ -507,37 +508,24 @@ func publishWindowed(ctx context.Context, client *pubsub.Client, qs []queue.Queu
 			return ctx.Err()
 		}
 		q := i % len(qs)
-		data := fmt.Appendf(nil, `{"sent":%d}`, time.Now().UnixNano())
-		results = append(results, pubs[q].Publish(ctx, &pubsub.Message{Data: data,
-			Attributes: map[string]string{job.AttrKind: qs[q].Kinds[0], job.AttrKey: fmt.Sprintf("%s-%d", prefix, i)}}))
+		results = append(results, pubs[q].Publish(ctx, benchMessage(qs[q].Kinds[0], fmt.Sprintf("%s-%d", prefix, i))))
 	}
-	for _, r := range results {
-		if _, err := r.Get(ctx); err != nil {
-			return err
-		}
-	}
-	return nil
+	return awaitPublished(ctx, results)
 }
 
 // publishAll publishes n jobs spread evenly over the queues' topics, concurrently.
 func publishAll(ctx context.Context, client *pubsub.Client, qs []queue.Queue, prefix string, n, rate int) error {
-	errc := make(chan error, len(qs))
+	var g errgroup.Group
 	for i, q := range qs {
 		share := n / len(qs)
 		if i < n%len(qs) {
 			share++
 		}
-		go func() {
-			errc <- publishN(ctx, client, q.Topic, q.Kinds[0], fmt.Sprintf("%s-%d", prefix, i), share, max(rate/len(qs), min(rate, 1)))
-		}()
+		g.Go(func() error {
+			return publishN(ctx, client, q.Topic, q.Kinds[0], fmt.Sprintf("%s-%d", prefix, i), share, max(rate/len(qs), min(rate, 1)))
+		})
 	}
-	var first error
-	for range qs {
-		if err := <-errc; err != nil && first == nil {
-			first = err
-		}
-	}
-	return first
+	return g.Wait()
 }
 
 // publishN publishes n jobs (distinct keys) whose data carries the publish time; rate 0 = as fast as possible.
@@ -554,10 +542,19 @@ func publishN(ctx context.Context, client *pubsub.Client, topic, kind, prefix st
 				time.Sleep(d)
 			}
 		}
-		data := fmt.Appendf(nil, `{"sent":%d}`, time.Now().UnixNano())
-		results = append(results, p.Publish(ctx, &pubsub.Message{Data: data,
-			Attributes: map[string]string{job.AttrKind: kind, job.AttrKey: fmt.Sprintf("%s-%d", prefix, i)}}))
+		results = append(results, p.Publish(ctx, benchMessage(kind, fmt.Sprintf("%s-%d", prefix, i))))
 	}
+	return awaitPublished(ctx, results)
+}
+
+// benchMessage is one job of kind under key whose data carries its publish time.
+func benchMessage(kind, key string) *pubsub.Message {
+	return &pubsub.Message{Data: fmt.Appendf(nil, `{"sent":%d}`, time.Now().UnixNano()),
+		Attributes: map[string]string{job.AttrKind: kind, job.AttrKey: key}}
+}
+
+// awaitPublished waits for every publish and returns the first failure.
+func awaitPublished(ctx context.Context, results []*pubsub.PublishResult) error {
 	for _, r := range results {
 		if _, err := r.Get(ctx); err != nil {
 			return err
@@ -598,22 +595,14 @@ func rawConsumer(client *pubsub.Client, qs []queue.Queue) consumer {
 // receiveAll runs one Receive per queue, with the queues' share of the streams and flow control, as
 // the worker does, until ctx ends or one fails.
 func receiveAll(ctx context.Context, client *pubsub.Client, qs []queue.Queue, f func(context.Context, queue.Queue, *pubsub.Message)) error {
-	errc := make(chan error, len(qs))
+	var g errgroup.Group
 	for _, q := range qs {
 		s := client.Subscriber(q.Subscription)
 		s.ReceiveSettings.NumGoroutines = q.Streams
 		s.ReceiveSettings.MaxOutstandingMessages = q.Concurrency
-		go func() {
-			errc <- s.Receive(ctx, func(ctx context.Context, m *pubsub.Message) { f(ctx, q, m) })
-		}()
+		g.Go(func() error { return s.Receive(ctx, func(ctx context.Context, m *pubsub.Message) { f(ctx, q, m) }) })
 	}
-	var first error
-	for range qs {
-		if err := <-errc; err != nil && first == nil {
-			first = err
-		}
-	}
-	return first
+	return g.Wait()
 }
 
 // rawClaimConsumer is the issue's reference point between the two: the raw loop plus one batched
