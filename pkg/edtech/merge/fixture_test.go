@@ -11,7 +11,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pubq/pubq/pkg/edtech/internal/pgtest"
-	"github.com/pubq/pubq/pkg/edtech/merge"
 )
 
 // world is a database with two accounts of one person (S, the survivor, and D, the duplicate)
@@ -130,25 +129,6 @@ func mustExec(t testing.TB, db interface {
 	if _, err := db.Exec(context.Background(), sql, args...); err != nil {
 		t.Fatalf("%s: %v", sql, err)
 	}
-}
-
-// mergeCommit runs Merge in its own transaction and commits it.
-func mergeCommit(t testing.TB, pool *pgxpool.Pool, s, d int64, opts merge.Options) (*merge.Report, error) {
-	t.Helper()
-	ctx := context.Background()
-	tx, err := pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = tx.Rollback(ctx) }()
-	rep, err := merge.Merge(ctx, tx, s, d, opts)
-	if err != nil {
-		return nil, err
-	}
-	if err := tx.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return rep, nil
 }
 
 // snapshot fingerprints every table but the audit and migration tables.

@@ -308,16 +308,7 @@ func TestRuleAndRequests(t *testing.T) {
 // mergeNow merges duplicate into survivor and commits.
 func mergeNow(t *testing.T, pool *pgxpool.Pool, survivor, duplicate int64) {
 	t.Helper()
-	ctx := context.Background()
-	tx, err := pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = tx.Rollback(ctx) }()
-	if _, err := merge.Merge(ctx, tx, survivor, duplicate, merge.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	if err := tx.Commit(ctx); err != nil {
+	if _, err := pgtest.MergeCommit(t, pool, survivor, duplicate, merge.Options{}); err != nil {
 		t.Fatal(err)
 	}
 }
