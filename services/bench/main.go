@@ -51,6 +51,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pubq/pubq/pkg/admin"
+	"github.com/pubq/pubq/pkg/gctune"
 	"github.com/pubq/pubq/pkg/job"
 	"github.com/pubq/pubq/pkg/queue"
 	"github.com/pubq/pubq/pkg/store"
@@ -59,6 +60,7 @@ import (
 )
 
 type options struct {
+	gc           string // the garbage collector's settings, as gctune applied them
 	messages     int
 	streams      int
 	outstanding  int
@@ -102,6 +104,7 @@ type Report struct {
 	Rate        int                `json:"latency_rate"`
 	Queues      int                `json:"queues"`
 	Window      int                `json:"window,omitempty"`
+	GC          string             `json:"gc"`
 	Results     []Result           `json:"results"`
 	Ratios      map[string]float64 `json:"ratios"`         // median jobs/s of a mode ÷ median jobs/s of raw
 	CPUPerJobUS map[string]float64 `json:"cpu_us_per_job"` // median CPU µs per job of each mode
@@ -150,6 +153,9 @@ func main() {
 		defer pprof.StopCPUProfile()
 	}
 	o.modes = strings.Split(modes, ",")
+	// The worker binary's garbage collector settings, for every mode alike: the bench measures the
+	// worker as it ships.
+	o.gc = gctune.Apply().String()
 	if err := run(context.Background(), o); err != nil {
 		pprof.StopCPUProfile()
 		if *memprofile != "" {
@@ -176,7 +182,7 @@ func run(ctx context.Context, o options) error {
 		return fmt.Errorf("PUBSUB_EMULATOR_HOST and PUBQ_DATABASE_URL are required (use make bench)")
 	}
 	project := fmt.Sprintf("bench-%d", time.Now().UnixNano()%1e9)
-	rep := Report{Streams: o.streams, Outstanding: o.outstanding, Rate: o.rate, Queues: o.subs, Window: o.window, Ratios: map[string]float64{}, CPUPerJobUS: map[string]float64{}}
+	rep := Report{Streams: o.streams, Outstanding: o.outstanding, Rate: o.rate, Queues: o.subs, Window: o.window, GC: o.gc, Ratios: map[string]float64{}, CPUPerJobUS: map[string]float64{}}
 	if o.warmup > 0 {
 		// Every measured mode once, discarded: the emulator's JIT then has compiled the paths each one
 		// takes (a pubq mode holds messages longer than the raw loop), and Postgres has its tables warm.
@@ -260,8 +266,8 @@ func run(ctx context.Context, o options) error {
 	if o.window > 0 {
 		backlog = fmt.Sprintf("published while consumed, at most %d ahead", o.window)
 	}
-	fmt.Printf("\nstreams %d, max outstanding %d over %d queue(s); throughput phase: %s; latency phase %d msg/s for %s\n",
-		o.streams, o.outstanding, o.subs, backlog, o.rate, o.latencyFor)
+	fmt.Printf("\nstreams %d, max outstanding %d over %d queue(s); throughput phase: %s; latency phase %d msg/s for %s\n%s\n",
+		o.streams, o.outstanding, o.subs, backlog, o.rate, o.latencyFor, o.gc)
 	for _, k := range sortedKeys(rep.Ratios) {
 		fmt.Printf("ratio %-18s %.2f\n", k, rep.Ratios[k])
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/pubq/pubq/pkg/api"
 	"github.com/pubq/pubq/pkg/dashboard"
+	"github.com/pubq/pubq/pkg/gctune"
 	"github.com/pubq/pubq/pkg/inspect"
 	"github.com/pubq/pubq/pkg/publish"
 	"github.com/pubq/pubq/pkg/schedule"
@@ -45,6 +46,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) int {
 	}
 	log = telemetry.NewLogger(os.Stderr, telemetry.LoggerOptions{Level: cfg.logLevel, GCPProject: cfg.gcpLog})
 	slog.SetDefault(log)
+	log.Info("garbage collector", "gc", gctune.Apply())
 	if err := serve(ctx, cfg, log); err != nil {
 		log.Error("producer failed", "error", err)
 		var ue usageError

@@ -26,6 +26,7 @@ import (
 
 	"github.com/pubq/pubq/pkg/admin"
 	"github.com/pubq/pubq/pkg/demo"
+	"github.com/pubq/pubq/pkg/gctune"
 	"github.com/pubq/pubq/pkg/inspect"
 	"github.com/pubq/pubq/pkg/publish"
 	"github.com/pubq/pubq/pkg/queue"
@@ -48,6 +49,7 @@ func main() {
 	var err error
 	switch cmd {
 	case "run":
+		log.Info("garbage collector", "gc", gctune.Apply())
 		err = run(ctx, log)
 	case "bootstrap":
 		err = bootstrap(ctx, log)
