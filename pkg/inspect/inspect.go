@@ -53,6 +53,12 @@ func finishedState(s string) bool {
 	return s == StateSucceeded || s == StateDead || s == StateCancelled
 }
 
+// indexedState reports whether jobs in state s are in the partial indexes over indexed_state
+// (migration 0006): every state but the hot path's running and succeeded.
+func indexedState(s string) bool {
+	return s == StatePending || s == StateScheduled || s == StateDead || s == StateCancelled
+}
+
 func validState(s string) bool {
 	for _, v := range States {
 		if v == s {
@@ -334,11 +340,14 @@ func (f *Filter) bounded() bool {
 	return len(f.Keys) > 0 || f.Queue != "" || f.Kind != "" || !f.Since.IsZero() || !f.Until.IsZero()
 }
 
-// timeExpr is the column the time window and the ordering use. For finished states it is the
-// indexed finished_at column itself, so the (state, queue, finished_at) index serves the query.
+// timeExpr is the column the time window and the ordering use: finished_at for finished jobs,
+// created_at for the others. For the indexed states it is indexed_at, which holds just that, so the
+// partial indexes over (indexed_state, [queue,] indexed_at, key) serve the query.
 func (f *Filter) timeExpr() string {
 	switch {
-	case finishedState(f.State):
+	case indexedState(f.State):
+		return "j.indexed_at"
+	case f.State == StateSucceeded:
 		return "j.finished_at"
 	case f.State != "":
 		return "j.created_at"
@@ -365,9 +374,14 @@ func (f *Filter) where(args *[]any) string {
 	switch f.State {
 	case "":
 	case StateStuck:
-		conds = append(conds, "j.state = 'running' AND j.lease_until < now()")
+		conds = append(conds, "j.key IN (SELECT key FROM pubq.leases) AND j.state = 'running' AND j.lease_until < now()")
+	case StateRunning:
+		// No index tells running jobs from succeeded ones (migration 0006); pubq.leases lists them.
+		conds = append(conds, "j.key IN (SELECT key FROM pubq.leases) AND j.state = 'running'")
+	case StateSucceeded:
+		conds = append(conds, "j.state = 'succeeded'")
 	default:
-		conds = append(conds, "j.state = "+arg(f.State))
+		conds = append(conds, "j.indexed_state IS NOT NULL AND j.indexed_state = "+arg(f.State))
 	}
 	t := f.timeExpr()
 	if !f.Since.IsZero() {

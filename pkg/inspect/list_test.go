@@ -110,6 +110,7 @@ func TestStats(t *testing.T) {
 			('run', 'i', 'critical', 'payment.capture', 'running', '{}', NULL, now(), now() + interval '1 minute'),
 			('stuck', 'i', 'critical', 'payment.capture', 'running', '{}', NULL, now(), now() - interval '1 minute'),
 			('ghost', 'i', 'retired', 'old.kind', 'dead', '{}', now(), now(), NULL);
+		INSERT INTO pubq.leases (key) VALUES ('run'), ('stuck'); -- as the claim leaves running jobs
 		INSERT INTO pubq.jobs (key, id, queue, kind, state, payload, fence, run_at) VALUES
 			('replayed', 'i', 'default', 'email.send', 'pending', '{}', 2, now() + interval '1 minute');
 		UPDATE pubq.jobs SET fence = 2 WHERE key = 'd1'; -- as the worker leaves it: its dead attempt holds the fence

@@ -137,7 +137,7 @@ func (i *Inspector) Stats(ctx context.Context, window time.Duration) (*Stats, er
 		}
 		// The oldest due job per queue; DISTINCT ON keeps one row per queue.
 		rows, err = tx.Query(ctx, `SELECT DISTINCT ON (queue) queue, key, extract(epoch FROM now() - run_at)::float8
-			FROM pubq.jobs WHERE state IN ('pending', 'scheduled') AND run_at <= now() ORDER BY queue, run_at, key`)
+			FROM pubq.jobs WHERE indexed_state IN ('pending', 'scheduled') AND run_at <= now() ORDER BY queue, run_at, key`)
 		if err != nil {
 			return err
 		}

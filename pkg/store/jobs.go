@@ -54,6 +54,7 @@ type Lease struct {
 // claimSQL claims a batch. Its arrays arrive as text literals (see arrayLiteral): payloads as hex, the
 // enqueue times as microseconds since the epoch.
 const claimSQL = `
+WITH claimed AS (
 INSERT INTO pubq.jobs AS j (key, id, queue, kind, state, attempt, max_attempts, fence, lease_owner, lease_until,
                             payload, trace_parent, enqueued_at, started_at, run_at)
 SELECT r.k, r.i, r.q, r.kd, 'running', 1, r.ma, 1, $9, now() + make_interval(secs => $10), decode(r.p, 'hex'), r.tp,
@@ -66,17 +67,26 @@ ON CONFLICT (key) DO UPDATE SET
     trace_parent = excluded.trace_parent, payload = coalesce(j.payload, excluded.payload)
 WHERE (j.state IN ('pending', 'scheduled') AND j.run_at <= now())
    OR (j.state = 'running' AND j.lease_until < now())
-RETURNING j.key, j.attempt, j.fence`
+RETURNING j.key, j.attempt, j.fence),
+leased AS (INSERT INTO pubq.leases (key) SELECT key FROM claimed ON CONFLICT DO NOTHING)
+SELECT key, attempt, fence FROM claimed`
 
 const classifySQL = `
 SELECT key, state, greatest(extract(epoch FROM lease_until - now()), 0)::float8, run_at <= now()
 FROM pubq.jobs WHERE key = ANY($1)`
 
 const completeSQL = `
+WITH done AS (
 UPDATE pubq.jobs j SET state = 'succeeded', finished_at = now(), lease_owner = NULL, lease_until = NULL
 FROM unnest($1::text[], $2::bigint[]) AS c(k, f)
 WHERE j.key = c.k AND j.fence = c.f AND j.state = 'running'
-RETURNING j.key, j.fence`
+RETURNING j.key, j.fence),
+unleased AS (DELETE FROM pubq.leases l USING done WHERE l.key = done.key)
+SELECT key, fence FROM done`
+
+// unleaseSQL removes the lease row of a job that left 'running' ($1: its key), in the statement's
+// transaction. Every such transition runs it; the rescuer also sweeps rows left behind.
+const unleaseSQL = `DELETE FROM pubq.leases WHERE key = $1`
 
 // claimArgs builds the arguments of claimSQL for reqs[i] for each i in idx (distinct keys).
 func claimArgs(reqs []ClaimRequest, idx []int, owner string, lease time.Duration) []any {
@@ -180,6 +190,9 @@ func CompleteTx(ctx context.Context, tx pgx.Tx, l Lease) error {
 	}
 	if tag.RowsAffected() == 0 {
 		return ErrLeaseLost
+	}
+	if _, err := tx.Exec(ctx, unleaseSQL, l.Key); err != nil {
+		return fmt.Errorf("pubq: completing job %q: %w", l.Key, err)
 	}
 	return nil
 }
@@ -341,6 +354,9 @@ func FailTx(ctx context.Context, tx pgx.Tx, f Failure) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, fmt.Errorf("pubq: recording %s of job %q: %w", f.Kind, f.Key, err)
 	}
+	if _, err := tx.Exec(ctx, unleaseSQL, f.Key); err != nil {
+		return time.Time{}, fmt.Errorf("pubq: recording %s of job %q: %w", f.Kind, f.Key, err)
+	}
 	if _, err := tx.Exec(ctx, `INSERT INTO pubq.attempts (job_key, attempt, fence, worker, started_at, outcome, error, trace_parent)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING`,
 		f.Key, f.Attempt, f.Fence, f.Worker, nullTime(f.StartedAt), string(f.Kind), nullString(f.Error), nullString(f.TraceParent)); err != nil {
@@ -370,6 +386,11 @@ func (s *Store) DeadLetter(ctx context.Context, key, queue, kind, reason, errTex
 					lease_owner = NULL, lease_until = NULL
 				WHERE j.state IN ('pending', 'scheduled') OR (j.state = 'running' AND j.lease_until < now())`,
 				key, queue, kind, m.Data, errText, reason); err != nil {
+				return fmt.Errorf("pubq: dead-lettering %q: %w", key, err)
+			}
+			// Only a row that is not running keeps a lease row here: it is dead now, or finished.
+			if _, err := tx.Exec(ctx, `DELETE FROM pubq.leases l WHERE l.key = $1
+				AND NOT EXISTS (SELECT 1 FROM pubq.jobs j WHERE j.key = l.key AND j.state = 'running')`, key); err != nil {
 				return fmt.Errorf("pubq: dead-lettering %q: %w", key, err)
 			}
 		}
@@ -532,8 +553,10 @@ func nullTime(t time.Time) *time.Time {
 // Release gives a claimed job back without using its attempt (the worker is shutting down before the
 // handler finished): the next delivery can claim it at once instead of waiting for the lease to expire.
 func (s *Store) Release(ctx context.Context, l Lease) error {
-	_, err := s.pool.Exec(ctx, `UPDATE pubq.jobs SET state = 'pending', attempt = attempt - 1, run_at = now(),
-		lease_owner = NULL, lease_until = NULL WHERE key = $1 AND fence = $2 AND state = 'running'`, l.Key, l.Fence)
+	_, err := s.pool.Exec(ctx, `WITH released AS (
+			UPDATE pubq.jobs SET state = 'pending', attempt = attempt - 1, run_at = now(),
+			lease_owner = NULL, lease_until = NULL WHERE key = $1 AND fence = $2 AND state = 'running' RETURNING key)
+		DELETE FROM pubq.leases l USING released r WHERE l.key = r.key`, l.Key, l.Fence)
 	if err != nil {
 		return fmt.Errorf("pubq: releasing job %q: %w", l.Key, err)
 	}

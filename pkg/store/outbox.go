@@ -109,11 +109,13 @@ func OutboxBacklog(ctx context.Context, q Querier) (backlog int64, oldest time.D
 
 // Prune deletes up to batch finished jobs (succeeded, cancelled, dead) of queue that finished more than
 // keep ago, with their attempts. Small batches and SKIP LOCKED keep locks short; call it until it
-// returns less than batch.
+// returns less than batch. It walks the queue's jobs by creation time (a job finishes after it is
+// created), as no index names finish times (see migration 0006).
 func (s *Store) Prune(ctx context.Context, queue string, keep time.Duration, batch int) (int, error) {
 	tag, err := s.pool.Exec(ctx, `WITH doomed AS (
 			SELECT key FROM pubq.jobs
-			WHERE state IN ('succeeded', 'cancelled', 'dead') AND queue = $1 AND finished_at < now() - make_interval(secs => $2)
+			WHERE queue = $1 AND created_at < now() - make_interval(secs => $2)
+				AND state IN ('succeeded', 'cancelled', 'dead') AND finished_at < now() - make_interval(secs => $2)
 			LIMIT $3 FOR UPDATE SKIP LOCKED),
 		gone_attempts AS (DELETE FROM pubq.attempts a USING doomed d WHERE a.job_key = d.key)
 		DELETE FROM pubq.jobs j USING doomed d WHERE j.key = d.key`, queue, keep.Seconds(), batch)
@@ -151,10 +153,17 @@ func (s *Store) Rescue(ctx context.Context, grace time.Duration, limit int, targ
 	}
 	var out []Rescued
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// Lease rows whose job left 'running' without removing them (or is gone) would only slow
+		// this down: sweep them first.
+		if _, err := tx.Exec(ctx, `DELETE FROM pubq.leases l
+				WHERE NOT EXISTS (SELECT 1 FROM pubq.jobs j WHERE j.key = l.key AND j.state = 'running')`); err != nil {
+			return err
+		}
 		rows, err := tx.Query(ctx, `WITH due AS (
-				SELECT key, fence, lease_owner, started_at, lease_until FROM pubq.jobs
-				WHERE state = 'running' AND lease_until < now() - make_interval(secs => $1) AND queue = ANY($3)
-				ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED)
+				SELECT j.key, j.fence, j.lease_owner, j.started_at, j.lease_until FROM pubq.leases l JOIN pubq.jobs j ON j.key = l.key
+				WHERE j.state = 'running' AND j.lease_until < now() - make_interval(secs => $1) AND j.queue = ANY($3)
+				ORDER BY j.lease_until LIMIT $2 FOR UPDATE OF j SKIP LOCKED),
+			unleased AS (DELETE FROM pubq.leases l USING due WHERE l.key = due.key)
 			UPDATE pubq.jobs j SET
 				state = CASE WHEN j.max_attempts > 0 AND j.attempt >= j.max_attempts THEN 'dead' ELSE 'scheduled' END,
 				finished_at = CASE WHEN j.max_attempts > 0 AND j.attempt >= j.max_attempts THEN now() END,

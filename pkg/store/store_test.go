@@ -490,12 +490,15 @@ func TestRelayKeepsMessagesWithoutAResult(t *testing.T) {
 func TestPrune(t *testing.T) {
 	st := open(t)
 	ctx := context.Background()
+	// Each job was created some time before it finished; 'lateok' was created long ago but finished
+	// recently (a retry far in the future) and must be kept.
 	for _, q := range []string{
-		`INSERT INTO pubq.jobs (key, id, queue, kind, state, finished_at) VALUES ('old', 'old', 'default', 'k', 'succeeded', now() - interval '10 days')`,
-		`INSERT INTO pubq.jobs (key, id, queue, kind, state, finished_at) VALUES ('olddead', 'x', 'default', 'k', 'dead', now() - interval '10 days')`,
-		`INSERT INTO pubq.jobs (key, id, queue, kind, state, finished_at) VALUES ('new', 'new', 'default', 'k', 'succeeded', now())`,
-		`INSERT INTO pubq.jobs (key, id, queue, kind, state, finished_at) VALUES ('otherq', 'o', 'bulk', 'k', 'succeeded', now() - interval '10 days')`,
-		`INSERT INTO pubq.jobs (key, id, queue, kind, state) VALUES ('running', 'r', 'default', 'k', 'running')`,
+		`INSERT INTO pubq.jobs (key, id, queue, kind, state, created_at, finished_at) VALUES ('old', 'old', 'default', 'k', 'succeeded', now() - interval '11 days', now() - interval '10 days')`,
+		`INSERT INTO pubq.jobs (key, id, queue, kind, state, created_at, finished_at) VALUES ('olddead', 'x', 'default', 'k', 'dead', now() - interval '10 days', now() - interval '10 days')`,
+		`INSERT INTO pubq.jobs (key, id, queue, kind, state, created_at, finished_at) VALUES ('new', 'new', 'default', 'k', 'succeeded', now(), now())`,
+		`INSERT INTO pubq.jobs (key, id, queue, kind, state, created_at, finished_at) VALUES ('lateok', 'l', 'default', 'k', 'succeeded', now() - interval '30 days', now() - interval '1 day')`,
+		`INSERT INTO pubq.jobs (key, id, queue, kind, state, created_at, finished_at) VALUES ('otherq', 'o', 'bulk', 'k', 'succeeded', now() - interval '10 days', now() - interval '10 days')`,
+		`INSERT INTO pubq.jobs (key, id, queue, kind, state, created_at) VALUES ('running', 'r', 'default', 'k', 'running', now() - interval '20 days')`,
 		`INSERT INTO pubq.attempts (job_key, attempt, fence, outcome) VALUES ('old', 1, 1, 'retry')`,
 	} {
 		if _, err := st.Pool().Exec(ctx, q); err != nil {
@@ -514,7 +517,7 @@ func TestPrune(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fmt.Sprint(left) != "[new otherq running]" {
+	if fmt.Sprint(left) != "[lateok new otherq running]" {
 		t.Fatalf("left %v", left)
 	}
 	if c := count(t, st, `SELECT count(*) FROM pubq.attempts`); c != 0 {
@@ -763,5 +766,95 @@ func TestBatcherRoundTripsAwkwardValues(t *testing.T) {
 	}
 	if s, _ := state(t, st, "c,{comma} NULL"); s != "running" {
 		t.Fatalf("stale completion changed the job to %s", s)
+	}
+}
+
+// leased is the keys in pubq.leases, sorted.
+func leased(t *testing.T, st *store.Store) string {
+	t.Helper()
+	keys, err := pgx.CollectRows(mustQuery(t, st, `SELECT key FROM pubq.leases ORDER BY key`), pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprint(keys)
+}
+
+// pubq.leases lists exactly the running jobs through every way into and out of 'running': the rescuer
+// and on-call's running/stuck listings read it, as no index tells running from succeeded jobs.
+func TestLeasesFollowRunningJobs(t *testing.T) {
+	st := open(t)
+	ctx := context.Background()
+	b := batcher(t, st, "w", time.Second)
+	fences := map[string]int64{}
+	for _, k := range []string{"done", "retry", "dead", "released", "lost"} {
+		fences[k] = claim(t, b, k).Fence
+	}
+	if got := leased(t, st); got != "[dead done lost released retry]" {
+		t.Fatalf("after the claims: %s", got)
+	}
+	b.Enter()
+	if err := b.Complete(ctx, store.Lease{Key: "done", Fence: fences["done"]}); err != nil {
+		t.Fatal(err)
+	}
+	b.Leave()
+	for k, kind := range map[string]store.FailKind{"retry": store.FailRetry, "dead": store.FailDead} {
+		if _, err := st.Fail(ctx, store.Failure{Lease: store.Lease{Key: k, Fence: fences[k]}, Kind: kind, Attempt: 1, Delay: time.Hour,
+			Message: store.OutboxMessage{Topic: "t", Data: []byte(`{}`)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.Release(ctx, store.Lease{Key: "released", Fence: fences["released"]}); err != nil {
+		t.Fatal(err)
+	}
+	if got := leased(t, st); got != "[lost]" {
+		t.Fatalf("after completion, retry, dead letter and release: %s", got)
+	}
+	// A stale completion (wrong fence) removes nothing.
+	b.Enter()
+	if err := b.Complete(ctx, store.Lease{Key: "lost", Fence: fences["lost"] + 1}); !errors.Is(err, store.ErrLeaseLost) {
+		t.Fatalf("stale completion: %v", err)
+	}
+	b.Leave()
+	// The released job is claimed again at once; the lost one is taken over after its lease expired:
+	// one row each, whatever the number of claims.
+	if r := claim(t, b, "released"); r.Status != store.Claimed {
+		t.Fatalf("released job: %+v", r)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	if r := claim(t, b, "lost"); r.Status != store.Claimed || r.Fence != fences["lost"]+1 {
+		t.Fatalf("take-over: %+v", r)
+	}
+	if got := leased(t, st); got != "[lost released]" {
+		t.Fatalf("after the re-claims: %s", got)
+	}
+	// Rows left behind (a job finished by hand, or deleted) are swept by the rescuer, which then
+	// finds the expired lease through the table.
+	if _, err := st.Pool().Exec(ctx, `UPDATE pubq.jobs SET state = 'succeeded' WHERE key = 'released';
+		INSERT INTO pubq.leases (key) VALUES ('gone')`); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	targets := map[string]store.RescueTarget{"default": {Topic: "t", DeadLetterTopic: "d",
+		Attributes: func(key, id, kind string, attempt int, _ time.Time) map[string]string { return map[string]string{} }}}
+	got, err := st.Rescue(ctx, 0, 10, targets)
+	if err != nil || len(got) != 1 || got[0].Key != "lost" {
+		t.Fatalf("rescue: %v %v", got, err)
+	}
+	if got := leased(t, st); got != "[]" {
+		t.Fatalf("after the rescue: %s", got)
+	}
+	// A delivery dead-lettered as undecodable while its job was still leased to a lost worker.
+	if r := claim(t, b, "undecodable"); r.Status != store.Claimed {
+		t.Fatal(r)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	if err := st.DeadLetter(ctx, "undecodable", "default", "k", "undecodable", "bad", store.OutboxMessage{Topic: "d", Data: []byte(`x`)}); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := state(t, st, "undecodable"); s != "dead" {
+		t.Fatalf("state %s", s)
+	}
+	if got := leased(t, st); got != "[]" {
+		t.Fatalf("after the dead letter: %s", got)
 	}
 }
