@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -248,13 +249,68 @@ func TestRescuerReschedulesAJobWhoseWorkerDied(t *testing.T) {
 	}
 }
 
+// A job claimed by a binary older than migration 0006 has no pubq.leases row: RescueOnce cannot see it,
+// and Run reconciles the table first, then rescues it.
+func TestRescuerReconcilesLeaseRows(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.enqueue(t, "old-binary", "email.send", `{"to":"z"}`)
+	b.drainOutbox(t)
+	b.claim(t, "old-binary", time.Second, traceparent(8))
+	if _, err := b.pool.Exec(b.ctx, `DELETE FROM pubq.leases WHERE key = 'old-binary'`); err != nil {
+		t.Fatal(err)
+	}
+	var warned strings.Builder
+	r, err := inspect.NewRescuer(b.st, b.cfg, &inspect.RescuerConfig{Every: 100 * time.Millisecond, Grace: 100 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(&syncWriter{w: &warned}, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1300 * time.Millisecond) // past the lease and the grace
+	if got, err := r.RescueOnce(b.ctx); err != nil || len(got) != 0 {
+		t.Fatalf("without its lease row the job is invisible to a pass: %v %v", got, err)
+	}
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	for b.state(t, "old-binary") != "scheduled" {
+		if ctx.Err() != nil {
+			t.Fatal("not rescued in time")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if s := warned.String(); !strings.Contains(s, "no lease row") || !strings.Contains(s, "jobs=1") {
+		t.Fatalf("reconciliation not logged: %q", s)
+	}
+	if n, err := b.st.ReconcileLeases(b.ctx); err != nil || n != 0 {
+		t.Fatalf("a second reconciliation added %d (%v)", n, err)
+	}
+}
+
+// syncWriter serialises writes from the rescuer's goroutine and reads from the test.
+type syncWriter struct {
+	mu sync.Mutex
+	w  *strings.Builder
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
 func TestNewRescuerValidates(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	if _, err := inspect.NewRescuer(nil, b.cfg, nil); err == nil {
 		t.Error("nil store accepted")
 	}
-	for _, c := range []inspect.RescuerConfig{{Every: -1}, {Grace: -1}, {Limit: -1}} {
+	for _, c := range []inspect.RescuerConfig{{Every: -1}, {Grace: -1}, {Limit: -1}, {ReconcileEvery: -1}} {
 		if _, err := inspect.NewRescuer(b.st, b.cfg, &c); err == nil || !strings.HasPrefix(err.Error(), "pubq: rescuer:") {
 			t.Errorf("%+v: %v", c, err)
 		}

@@ -23,6 +23,9 @@ type RescuerConfig struct {
 	// Limit is the most jobs one pass rescues per transaction; a pass repeats until fewer come back.
 	// Default 500.
 	Limit int
+	// ReconcileEvery is how often Run gives running jobs that lack one their pubq.leases row (see
+	// store.ReconcileLeases; it reads the whole jobs table). Run also does it first. Default 1h.
+	ReconcileEvery time.Duration
 	// Logger. Default slog.Default().
 	Logger *slog.Logger
 	// Metrics, if set, counts rescued jobs by queue (pubq_jobs_rescued_total).
@@ -56,6 +59,11 @@ func NewRescuer(st *store.Store, qc *queue.Config, cfg *RescuerConfig) (*Rescuer
 		return nil, errors.New("pubq: rescuer: Grace must not be negative")
 	case c.Limit < 0:
 		return nil, errors.New("pubq: rescuer: Limit must not be negative")
+	case c.ReconcileEvery < 0:
+		return nil, errors.New("pubq: rescuer: ReconcileEvery must not be negative")
+	}
+	if c.ReconcileEvery == 0 {
+		c.ReconcileEvery = time.Hour
 	}
 	if c.Every == 0 {
 		c.Every = 30 * time.Second
@@ -123,11 +131,33 @@ func (r *Rescuer) RescueOnce(ctx context.Context) ([]store.Rescued, error) {
 	}
 }
 
-// Run rescues every Every until ctx is done. A failed pass is logged and retried at the next tick.
+// Reconcile gives running jobs without a pubq.leases row one, so that RescueOnce can see them.
+func (r *Rescuer) Reconcile(ctx context.Context) error {
+	n, err := r.st.ReconcileLeases(ctx)
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		r.cfg.Logger.WarnContext(ctx, "running jobs had no lease row (claimed by a binary older than migration 0006); added",
+			"jobs", n)
+	}
+	return nil
+}
+
+// Run rescues every Every until ctx is done, and reconciles leases first and every ReconcileEvery. A
+// failed pass is logged and retried at the next tick.
 func (r *Rescuer) Run(ctx context.Context) error {
 	t := time.NewTicker(r.cfg.Every)
 	defer t.Stop()
+	var reconciled time.Time
 	for {
+		if time.Since(reconciled) >= r.cfg.ReconcileEvery {
+			if err := r.Reconcile(ctx); err != nil && ctx.Err() == nil {
+				r.cfg.Logger.ErrorContext(ctx, "reconciling leases failed; trying again next tick", "error", err)
+			} else {
+				reconciled = time.Now()
+			}
+		}
 		if _, err := r.RescueOnce(ctx); err != nil && ctx.Err() == nil {
 			r.cfg.Logger.ErrorContext(ctx, "rescuing stuck jobs failed; trying again next tick", "error", err)
 		}

@@ -52,7 +52,9 @@ type Lease struct {
 }
 
 // claimSQL claims a batch. Its arrays arrive as text literals (see arrayLiteral): payloads as hex, the
-// enqueue times as microseconds since the epoch.
+// enqueue times as microseconds since the epoch. Each claimed key gets its pubq.leases row; an existing
+// row (a take-over) is locked by a no-op update, so a concurrent sweep of stale rows re-checks it
+// instead of deleting the lease of a job that is running again.
 const claimSQL = `
 WITH claimed AS (
 INSERT INTO pubq.jobs AS j (key, id, queue, kind, state, attempt, max_attempts, fence, lease_owner, lease_until,
@@ -68,7 +70,7 @@ ON CONFLICT (key) DO UPDATE SET
 WHERE (j.state IN ('pending', 'scheduled') AND j.run_at <= now())
    OR (j.state = 'running' AND j.lease_until < now())
 RETURNING j.key, j.attempt, j.fence),
-leased AS (INSERT INTO pubq.leases (key) SELECT key FROM claimed ON CONFLICT DO NOTHING)
+leased AS (INSERT INTO pubq.leases AS l (key) SELECT key FROM claimed ON CONFLICT (key) DO UPDATE SET key = l.key)
 SELECT key, attempt, fence FROM claimed`
 
 const classifySQL = `

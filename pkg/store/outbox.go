@@ -125,6 +125,19 @@ func (s *Store) Prune(ctx context.Context, queue string, keep time.Duration, bat
 	return int(tag.RowsAffected()), nil
 }
 
+// ReconcileLeases gives every running job without a pubq.leases row one, and returns how many it
+// added. Only a binary older than migration 0006 (still running during a rolling deploy) claims without
+// writing the row, and Rescue finds running jobs through the table. It reads the whole jobs table: the
+// rescuer runs it at start and then rarely.
+func (s *Store) ReconcileLeases(ctx context.Context) (int64, error) {
+	tag, err := s.pool.Exec(ctx, `INSERT INTO pubq.leases (key) SELECT key FROM pubq.jobs WHERE state = 'running'
+		ON CONFLICT DO NOTHING`)
+	if err != nil {
+		return 0, fmt.Errorf("pubq: reconciling leases: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}
+
 // LostErrorPrefix starts the last error Rescue records for an attempt whose worker vanished.
 const LostErrorPrefix = "worker lost"
 
@@ -154,9 +167,11 @@ func (s *Store) Rescue(ctx context.Context, grace time.Duration, limit int, targ
 	var out []Rescued
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		// Lease rows whose job left 'running' without removing them (or is gone) would only slow
-		// this down: sweep them first.
-		if _, err := tx.Exec(ctx, `DELETE FROM pubq.leases l
-				WHERE NOT EXISTS (SELECT 1 FROM pubq.jobs j WHERE j.key = l.key AND j.state = 'running')`); err != nil {
+		// this down: sweep them first. SKIP LOCKED: rescuers in other replicas sweep the rest.
+		if _, err := tx.Exec(ctx, `DELETE FROM pubq.leases WHERE key IN (
+				SELECT l.key FROM pubq.leases l
+				WHERE NOT EXISTS (SELECT 1 FROM pubq.jobs j WHERE j.key = l.key AND j.state = 'running')
+				FOR UPDATE OF l SKIP LOCKED)`); err != nil {
 			return err
 		}
 		rows, err := tx.Query(ctx, `WITH due AS (
