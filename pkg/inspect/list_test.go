@@ -111,7 +111,7 @@ func TestStats(t *testing.T) {
 			('run', 'i', 'critical', 'payment.capture', 'running', '{}', NULL, now(), now() + interval '1 minute'),
 			('stuck', 'i', 'critical', 'payment.capture', 'running', '{}', NULL, now(), now() - interval '1 minute'),
 			('ghost', 'i', 'retired', 'old.kind', 'dead', '{}', now(), now(), NULL);
-		INSERT INTO pubq.leases (key) VALUES ('run'), ('stuck'); -- as the claim leaves running jobs
+		INSERT INTO pubq.claims (owner, keys) VALUES ('w', '{run,stuck}'); -- as the claim records running jobs
 		INSERT INTO pubq.jobs (key, id, queue, kind, state, payload, fence, run_at) VALUES
 			('replayed', 'i', 'default', 'email.send', 'pending', '{}', 2, now() + interval '1 minute');
 		UPDATE pubq.jobs SET fence = 2 WHERE key = 'd1'; -- as the worker leaves it: its dead attempt holds the fence
@@ -249,7 +249,7 @@ func TestRescuerReschedulesAJobWhoseWorkerDied(t *testing.T) {
 	}
 }
 
-// A job claimed by a binary older than migration 0006 has no pubq.leases row: RescueOnce cannot see it,
+// A job claimed by a binary older than migration 0006 has no claim record: RescueOnce cannot see it,
 // and Run reconciles the table first, then rescues it.
 func TestRescuerReconcilesLeaseRows(t *testing.T) {
 	t.Parallel()
@@ -257,7 +257,7 @@ func TestRescuerReconcilesLeaseRows(t *testing.T) {
 	b.enqueue(t, "old-binary", "email.send", `{"to":"z"}`)
 	b.drainOutbox(t)
 	b.claim(t, "old-binary", time.Second, traceparent(8))
-	if _, err := b.pool.Exec(b.ctx, `DELETE FROM pubq.leases WHERE key = 'old-binary'`); err != nil {
+	if _, err := b.pool.Exec(b.ctx, `DELETE FROM pubq.claims`); err != nil {
 		t.Fatal(err)
 	}
 	var warned strings.Builder
@@ -284,10 +284,10 @@ func TestRescuerReconcilesLeaseRows(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if s := warned.String(); !strings.Contains(s, "no lease row") || !strings.Contains(s, "jobs=1") {
+	if s := warned.String(); !strings.Contains(s, "no claim record") || !strings.Contains(s, "jobs=1") {
 		t.Fatalf("reconciliation not logged: %q", s)
 	}
-	if n, err := b.st.ReconcileLeases(b.ctx); err != nil || n != 0 {
+	if n, err := b.st.ReconcileClaims(b.ctx); err != nil || n != 0 {
 		t.Fatalf("a second reconciliation added %d (%v)", n, err)
 	}
 }

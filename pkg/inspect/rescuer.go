@@ -23,8 +23,8 @@ type RescuerConfig struct {
 	// Limit is the most jobs one pass rescues per transaction; a pass repeats until fewer come back.
 	// Default 500.
 	Limit int
-	// ReconcileEvery is how often Run gives running jobs that lack one their pubq.leases row (see
-	// store.ReconcileLeases; it reads the whole jobs table). Run also does it first. Default 1h.
+	// ReconcileEvery is how often Run records running jobs that no pubq.claims row lists (see
+	// store.ReconcileClaims; it reads the whole jobs table). Run also does it first. Default 1h.
 	ReconcileEvery time.Duration
 	// Logger. Default slog.Default().
 	Logger *slog.Logger
@@ -131,20 +131,20 @@ func (r *Rescuer) RescueOnce(ctx context.Context) ([]store.Rescued, error) {
 	}
 }
 
-// Reconcile gives running jobs without a pubq.leases row one, so that RescueOnce can see them.
+// Reconcile records running jobs that no claim record lists, so that RescueOnce can see them.
 func (r *Rescuer) Reconcile(ctx context.Context) error {
-	n, err := r.st.ReconcileLeases(ctx)
+	n, err := r.st.ReconcileClaims(ctx)
 	if err != nil {
 		return err
 	}
 	if n > 0 {
-		r.cfg.Logger.WarnContext(ctx, "running jobs had no lease row (claimed by a binary older than migration 0006); added",
+		r.cfg.Logger.WarnContext(ctx, "running jobs had no claim record (claimed by a binary older than migration 0006); recorded",
 			"jobs", n)
 	}
 	return nil
 }
 
-// Run rescues every Every until ctx is done, and reconciles leases first and every ReconcileEvery. A
+// Run rescues every Every until ctx is done, and reconciles claim records first and every ReconcileEvery. A
 // failed pass is logged and retried at the next tick.
 func (r *Rescuer) Run(ctx context.Context) error {
 	t := time.NewTicker(r.cfg.Every)

@@ -52,6 +52,10 @@ type Batcher struct {
 	timer    *time.Timer
 	closed   bool
 	wg       sync.WaitGroup
+	// Claim records: jobs not yet settled per record, and the settled records the next round trip
+	// deletes.
+	unsettled map[int64]int
+	settled   []int64
 
 	flushes, requests, flushNanos atomic.Int64
 }
@@ -63,8 +67,9 @@ type group struct {
 	claims  []ClaimRequest
 	results []ClaimResult
 	leases  []Lease
-	lost    []bool // per lease: the fence moved on, nothing was written
-	err     error  // the whole round trip failed
+	lost    []bool  // per lease: the fence moved on, nothing was written
+	forget  []int64 // settled claim records to delete
+	err     error   // the whole round trip failed
 	done    chan struct{}
 }
 
@@ -99,7 +104,30 @@ func NewBatcher(s *Store, cfg BatcherConfig) (*Batcher, error) {
 	if cfg.MaxFlushes <= 0 {
 		cfg.MaxFlushes = 2
 	}
-	return &Batcher{s: s, cfg: cfg}, nil
+	return &Batcher{s: s, cfg: cfg, unsettled: map[int64]int{}}, nil
+}
+
+// Settled says that a job claimed under record has its attempt's outcome recorded (done, retried,
+// dead-lettered, released) or lost its lease to another claim or a rescue. Once every job of a claim
+// record is settled, the next round trip deletes the record. A job whose outcome could not be
+// recorded must not be settled: its record then stays for the rescuer, which sweeps records none of
+// whose jobs runs.
+func (b *Batcher) Settled(record int64) {
+	if record == 0 {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n, ok := b.unsettled[record]
+	if !ok {
+		return
+	}
+	if n > 1 {
+		b.unsettled[record] = n - 1
+		return
+	}
+	delete(b.unsettled, record)
+	b.settled = append(b.settled, record)
 }
 
 // Enter counts a message as in flight: it may still send a request.
@@ -190,6 +218,14 @@ func (b *Batcher) Close() {
 	}
 	b.mu.Unlock()
 	b.wg.Wait()
+	// Records settled by the last round trips' jobs: one more round trip deletes them.
+	b.mu.Lock()
+	forget := b.settled
+	b.settled = nil
+	b.mu.Unlock()
+	if len(forget) > 0 {
+		b.flush(&group{forget: forget, done: make(chan struct{})})
+	}
 }
 
 func (b *Batcher) maybeFlushLocked() {
@@ -226,6 +262,7 @@ func (b *Batcher) startFlushLocked() {
 		g, b.open = b.open, nil
 	}
 	b.pending -= g.size()
+	g.forget, b.settled = b.settled, nil
 	if b.timer != nil && b.pending == 0 {
 		b.timer.Stop()
 		b.timer = nil
@@ -262,6 +299,11 @@ func (b *Batcher) flush(g *group) {
 			break // deadlocks and serialization failures are retried; nothing was committed
 		}
 	}
+	if err != nil && len(g.forget) > 0 {
+		b.mu.Lock()
+		b.settled = append(b.settled, g.forget...) // the next round trip tries again
+		b.mu.Unlock()
+	}
 	g.err = err
 	close(g.done)
 }
@@ -287,8 +329,16 @@ func (b *Batcher) flushOnce(ctx context.Context, g *group) error {
 		keys, fences := leaseLiterals(g.leases, lorder)
 		batch.Queue(completeSQL, keys, fences)
 	}
+	if len(g.forget) > 0 {
+		ids := newArrayLiteral(12 * len(g.forget))
+		for _, id := range g.forget {
+			ids.addInt(id)
+		}
+		batch.Queue(forgetClaimsSQL, ids.String())
+	}
 	// state per unique claim: claimed here, or to classify.
 	claimed := make([]bool, len(uniq))
+	var record int64 // the claim record of the keys claimed here
 	for i := range g.lost {
 		g.lost[i] = true // until the statement returns the lease
 	}
@@ -303,7 +353,8 @@ func (b *Batcher) flushOnce(ctx context.Context, g *group) error {
 			raw := rows.RawValues()
 			attempt, err1 := rawInt(rows, raw, 1)
 			fence, err2 := rawInt(rows, raw, 2)
-			if err := errors.Join(err1, err2); err != nil {
+			rec, err3 := rawInt(rows, raw, 3)
+			if err := errors.Join(err1, err2, err3); err != nil {
 				rows.Close()
 				br.Close()
 				return fmt.Errorf("pubq: claiming jobs: %w", err)
@@ -316,7 +367,8 @@ func (b *Batcher) flushOnce(ctx context.Context, g *group) error {
 				return fmt.Errorf("pubq: claiming jobs: the database returned an unknown key %q", raw[0])
 			}
 			claimed[u] = true
-			g.results[uniq[u]] = ClaimResult{Status: Claimed, State: "running", Attempt: int(attempt), Fence: fence}
+			record = rec
+			g.results[uniq[u]] = ClaimResult{Status: Claimed, State: "running", Attempt: int(attempt), Fence: fence, Record: rec}
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
@@ -354,8 +406,25 @@ func (b *Batcher) flushOnce(ctx context.Context, g *group) error {
 			return fmt.Errorf("pubq: completing jobs: %w", err)
 		}
 	}
+	if len(g.forget) > 0 {
+		if _, err := br.Exec(); err != nil {
+			br.Close()
+			return fmt.Errorf("pubq: deleting claim records: %w", err)
+		}
+	}
 	if err := br.Close(); err != nil {
 		return fmt.Errorf("pubq: committing batch: %w", err)
+	}
+	if record != 0 {
+		n := 0
+		for _, c := range claimed {
+			if c {
+				n++
+			}
+		}
+		b.mu.Lock()
+		b.unsettled[record] = n
+		b.mu.Unlock()
 	}
 	// Classify keys not claimed: finished, held by a live lease, or scheduled for later.
 	rest := newArrayLiteral(0)

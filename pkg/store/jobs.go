@@ -43,6 +43,9 @@ type ClaimResult struct {
 	Fence   int64 // Claimed: present it to complete, retry or dead-letter
 	State   string
 	Wait    time.Duration // Busy: time left on the other holder's lease
+	// Claimed: the pubq.claims record of the round trip. Pass it to Batcher.Settled once the attempt's
+	// outcome is recorded (or the lease was lost), so the record can go when all its jobs are settled.
+	Record int64
 }
 
 // Lease is a claimed job as the holder identifies it.
@@ -52,9 +55,8 @@ type Lease struct {
 }
 
 // claimSQL claims a batch. Its arrays arrive as text literals (see arrayLiteral): payloads as hex, the
-// enqueue times as microseconds since the epoch. Each claimed key gets its pubq.leases row; an existing
-// row (a take-over) is locked by a no-op update, so a concurrent sweep of stale rows re-checks it
-// instead of deleting the lease of a job that is running again.
+// enqueue times as microseconds since the epoch. The keys it claims are recorded in one pubq.claims row
+// (none when it claims nothing), whose id every returned row carries.
 const claimSQL = `
 WITH claimed AS (
 INSERT INTO pubq.jobs AS j (key, id, queue, kind, state, attempt, max_attempts, fence, lease_owner, lease_until,
@@ -70,25 +72,21 @@ ON CONFLICT (key) DO UPDATE SET
 WHERE (j.state IN ('pending', 'scheduled') AND j.run_at <= now())
    OR (j.state = 'running' AND j.lease_until < now())
 RETURNING j.key, j.attempt, j.fence),
-leased AS (INSERT INTO pubq.leases AS l (key) SELECT key FROM claimed ON CONFLICT (key) DO UPDATE SET key = l.key)
-SELECT key, attempt, fence FROM claimed`
+record AS (INSERT INTO pubq.claims (owner, keys) SELECT $9, array_agg(key) FROM claimed HAVING count(*) > 0 RETURNING id)
+SELECT key, attempt, fence, (SELECT id FROM record) FROM claimed`
 
 const classifySQL = `
 SELECT key, state, greatest(extract(epoch FROM lease_until - now()), 0)::float8, run_at <= now()
 FROM pubq.jobs WHERE key = ANY($1)`
 
 const completeSQL = `
-WITH done AS (
 UPDATE pubq.jobs j SET state = 'succeeded', finished_at = now(), lease_owner = NULL, lease_until = NULL
 FROM unnest($1::text[], $2::bigint[]) AS c(k, f)
 WHERE j.key = c.k AND j.fence = c.f AND j.state = 'running'
-RETURNING j.key, j.fence),
-unleased AS (DELETE FROM pubq.leases l USING done WHERE l.key = done.key)
-SELECT key, fence FROM done`
+RETURNING j.key, j.fence`
 
-// unleaseSQL removes the lease row of a job that left 'running' ($1: its key), in the statement's
-// transaction. Every such transition runs it; the rescuer also sweeps rows left behind.
-const unleaseSQL = `DELETE FROM pubq.leases WHERE key = $1`
+// forgetClaimsSQL deletes claim records ($1) whose jobs all have an outcome.
+const forgetClaimsSQL = `DELETE FROM pubq.claims WHERE id = ANY($1::bigint[])`
 
 // claimArgs builds the arguments of claimSQL for reqs[i] for each i in idx (distinct keys).
 func claimArgs(reqs []ClaimRequest, idx []int, owner string, lease time.Duration) []any {
@@ -192,9 +190,6 @@ func CompleteTx(ctx context.Context, tx pgx.Tx, l Lease) error {
 	}
 	if tag.RowsAffected() == 0 {
 		return ErrLeaseLost
-	}
-	if _, err := tx.Exec(ctx, unleaseSQL, l.Key); err != nil {
-		return fmt.Errorf("pubq: completing job %q: %w", l.Key, err)
 	}
 	return nil
 }
@@ -356,9 +351,6 @@ func FailTx(ctx context.Context, tx pgx.Tx, f Failure) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, fmt.Errorf("pubq: recording %s of job %q: %w", f.Kind, f.Key, err)
 	}
-	if _, err := tx.Exec(ctx, unleaseSQL, f.Key); err != nil {
-		return time.Time{}, fmt.Errorf("pubq: recording %s of job %q: %w", f.Kind, f.Key, err)
-	}
 	if _, err := tx.Exec(ctx, `INSERT INTO pubq.attempts (job_key, attempt, fence, worker, started_at, outcome, error, trace_parent)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING`,
 		f.Key, f.Attempt, f.Fence, f.Worker, nullTime(f.StartedAt), string(f.Kind), nullString(f.Error), nullString(f.TraceParent)); err != nil {
@@ -388,11 +380,6 @@ func (s *Store) DeadLetter(ctx context.Context, key, queue, kind, reason, errTex
 					lease_owner = NULL, lease_until = NULL
 				WHERE j.state IN ('pending', 'scheduled') OR (j.state = 'running' AND j.lease_until < now())`,
 				key, queue, kind, m.Data, errText, reason); err != nil {
-				return fmt.Errorf("pubq: dead-lettering %q: %w", key, err)
-			}
-			// Only a row that is not running keeps a lease row here: it is dead now, or finished.
-			if _, err := tx.Exec(ctx, `DELETE FROM pubq.leases l WHERE l.key = $1
-				AND NOT EXISTS (SELECT 1 FROM pubq.jobs j WHERE j.key = l.key AND j.state = 'running')`, key); err != nil {
 				return fmt.Errorf("pubq: dead-lettering %q: %w", key, err)
 			}
 		}
@@ -555,10 +542,8 @@ func nullTime(t time.Time) *time.Time {
 // Release gives a claimed job back without using its attempt (the worker is shutting down before the
 // handler finished): the next delivery can claim it at once instead of waiting for the lease to expire.
 func (s *Store) Release(ctx context.Context, l Lease) error {
-	_, err := s.pool.Exec(ctx, `WITH released AS (
-			UPDATE pubq.jobs SET state = 'pending', attempt = attempt - 1, run_at = now(),
-			lease_owner = NULL, lease_until = NULL WHERE key = $1 AND fence = $2 AND state = 'running' RETURNING key)
-		DELETE FROM pubq.leases l USING released r WHERE l.key = r.key`, l.Key, l.Fence)
+	_, err := s.pool.Exec(ctx, `UPDATE pubq.jobs SET state = 'pending', attempt = attempt - 1, run_at = now(),
+		lease_owner = NULL, lease_until = NULL WHERE key = $1 AND fence = $2 AND state = 'running'`, l.Key, l.Fence)
 	if err != nil {
 		return fmt.Errorf("pubq: releasing job %q: %w", l.Key, err)
 	}

@@ -125,17 +125,21 @@ func (s *Store) Prune(ctx context.Context, queue string, keep time.Duration, bat
 	return int(tag.RowsAffected()), nil
 }
 
-// ReconcileLeases gives every running job without a pubq.leases row one, and returns how many it
-// added. Only a binary older than migration 0006 (still running during a rolling deploy) claims without
-// writing the row, and Rescue finds running jobs through the table. It reads the whole jobs table: the
-// rescuer runs it at start and then rarely.
-func (s *Store) ReconcileLeases(ctx context.Context) (int64, error) {
-	tag, err := s.pool.Exec(ctx, `INSERT INTO pubq.leases (key) SELECT key FROM pubq.jobs WHERE state = 'running'
-		ON CONFLICT DO NOTHING`)
+// ReconcileClaims records the running jobs that no pubq.claims row lists in a new row, and returns how
+// many it found. Rescue finds running jobs through those rows, and only a binary older than migration
+// 0006 (still running during a rolling deploy) claims without writing one. It reads the whole jobs
+// table: the rescuer runs it at start and then rarely.
+func (s *Store) ReconcileClaims(ctx context.Context) (int, error) {
+	var n int
+	err := s.pool.QueryRow(ctx, `WITH missing AS (
+			SELECT key FROM pubq.jobs WHERE state = 'running'
+			AND key NOT IN (SELECT unnest(keys) FROM pubq.claims)),
+		record AS (INSERT INTO pubq.claims (owner, keys) SELECT 'reconcile', array_agg(key) FROM missing HAVING count(*) > 0)
+		SELECT count(*) FROM missing`).Scan(&n)
 	if err != nil {
-		return 0, fmt.Errorf("pubq: reconciling leases: %w", err)
+		return 0, fmt.Errorf("pubq: reconciling claim records: %w", err)
 	}
-	return tag.RowsAffected(), nil
+	return n, nil
 }
 
 // LostErrorPrefix starts the last error Rescue records for an attempt whose worker vanished.
@@ -166,19 +170,20 @@ func (s *Store) Rescue(ctx context.Context, grace time.Duration, limit int, targ
 	}
 	var out []Rescued
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		// Lease rows whose job left 'running' without removing them (or is gone) would only slow
-		// this down: sweep them first. SKIP LOCKED: rescuers in other replicas sweep the rest.
-		if _, err := tx.Exec(ctx, `DELETE FROM pubq.leases WHERE key IN (
-				SELECT l.key FROM pubq.leases l
-				WHERE NOT EXISTS (SELECT 1 FROM pubq.jobs j WHERE j.key = l.key AND j.state = 'running')
-				FOR UPDATE OF l SKIP LOCKED)`); err != nil {
+		// Claim records none of whose jobs runs are left by workers that died, or that settled a job
+		// without an outcome (a completion that failed): sweep them. A job runs again only under a
+		// new claim, which writes its own record. SKIP LOCKED: rescuers in other replicas do the rest.
+		if _, err := tx.Exec(ctx, `DELETE FROM pubq.claims WHERE id IN (
+				SELECT c.id FROM pubq.claims c
+				WHERE NOT EXISTS (SELECT 1 FROM pubq.jobs j WHERE j.key = ANY(c.keys) AND j.state = 'running')
+				FOR UPDATE OF c SKIP LOCKED)`); err != nil {
 			return err
 		}
 		rows, err := tx.Query(ctx, `WITH due AS (
-				SELECT j.key, j.fence, j.lease_owner, j.started_at, j.lease_until FROM pubq.leases l JOIN pubq.jobs j ON j.key = l.key
-				WHERE j.state = 'running' AND j.lease_until < now() - make_interval(secs => $1) AND j.queue = ANY($3)
-				ORDER BY j.lease_until LIMIT $2 FOR UPDATE OF j SKIP LOCKED),
-			unleased AS (DELETE FROM pubq.leases l USING due WHERE l.key = due.key)
+				SELECT key, fence, lease_owner, started_at, lease_until FROM pubq.jobs
+				WHERE key IN (SELECT unnest(keys) FROM pubq.claims)
+				AND state = 'running' AND lease_until < now() - make_interval(secs => $1) AND queue = ANY($3)
+				ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED)
 			UPDATE pubq.jobs j SET
 				state = CASE WHEN j.max_attempts > 0 AND j.attempt >= j.max_attempts THEN 'dead' ELSE 'scheduled' END,
 				finished_at = CASE WHEN j.max_attempts > 0 AND j.attempt >= j.max_attempts THEN now() END,

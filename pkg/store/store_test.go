@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/pubq/pubq/pkg/job"
 	"github.com/pubq/pubq/pkg/store"
@@ -769,92 +770,122 @@ func TestBatcherRoundTripsAwkwardValues(t *testing.T) {
 	}
 }
 
-// leased is the keys in pubq.leases, sorted.
-func leased(t *testing.T, st *store.Store) string {
+// records is the claim records' keys, one sorted list per record, in record order.
+func records(t *testing.T, st *store.Store) string {
 	t.Helper()
-	keys, err := pgx.CollectRows(mustQuery(t, st, `SELECT key FROM pubq.leases ORDER BY key`), pgx.RowTo[string])
+	recs, err := pgx.CollectRows(mustQuery(t, st, `SELECT array_to_string(ARRAY(SELECT unnest(keys) ORDER BY 1), ' ') FROM pubq.claims ORDER BY id`), pgx.RowTo[string])
 	if err != nil {
 		t.Fatal(err)
 	}
-	return fmt.Sprint(keys)
+	return fmt.Sprint(recs)
 }
 
-// pubq.leases lists exactly the running jobs through every way into and out of 'running': the rescuer
-// and on-call's running/stuck listings read it, as no index tells running from succeeded jobs.
-func TestLeasesFollowRunningJobs(t *testing.T) {
+// claimTogether claims keys in one round trip, as concurrently received messages are.
+func claimTogether(t *testing.T, b *store.Batcher, keys ...string) []store.ClaimResult {
+	t.Helper()
+	for range keys {
+		b.Enter()
+	}
+	out := make([]store.ClaimResult, len(keys))
+	var g errgroup.Group
+	for i, k := range keys {
+		g.Go(func() error {
+			defer b.Leave()
+			r, err := b.Claim(context.Background(), store.ClaimRequest{Key: k, Queue: "default", Kind: "demo.record", MaxAttempts: 3, Payload: []byte(`{}`)})
+			out[i] = r
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// Each claim round trip records the keys it claimed; the record goes once all its jobs are settled, and
+// the rescuer finds running jobs through the records, sweeps the records of jobs no longer running, and
+// records running jobs that no record lists (claimed by an older binary).
+func TestClaimRecords(t *testing.T) {
 	st := open(t)
 	ctx := context.Background()
 	b := batcher(t, st, "w", time.Second)
-	fences := map[string]int64{}
-	for _, k := range []string{"done", "retry", "dead", "released", "lost"} {
-		fences[k] = claim(t, b, k).Fence
+	ab := claimTogether(t, b, "a", "b")
+	if ab[0].Status != store.Claimed || ab[1].Status != store.Claimed || ab[0].Record == 0 || ab[0].Record != ab[1].Record {
+		t.Fatalf("one round trip, one record: %+v", ab)
 	}
-	if got := leased(t, st); got != "[dead done lost released retry]" {
-		t.Fatalf("after the claims: %s", got)
+	if got := records(t, st); got != "[a b]" {
+		t.Fatalf("records after the claim: %s", got)
 	}
 	b.Enter()
-	if err := b.Complete(ctx, store.Lease{Key: "done", Fence: fences["done"]}); err != nil {
+	if err := b.Complete(ctx, store.Lease{Key: "a", Fence: ab[0].Fence}); err != nil {
 		t.Fatal(err)
 	}
 	b.Leave()
-	for k, kind := range map[string]store.FailKind{"retry": store.FailRetry, "dead": store.FailDead} {
-		if _, err := st.Fail(ctx, store.Failure{Lease: store.Lease{Key: k, Fence: fences[k]}, Kind: kind, Attempt: 1, Delay: time.Hour,
-			Message: store.OutboxMessage{Topic: "t", Data: []byte(`{}`)}}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := st.Release(ctx, store.Lease{Key: "released", Fence: fences["released"]}); err != nil {
+	b.Settled(ab[0].Record)
+	if _, err := st.Fail(ctx, store.Failure{Lease: store.Lease{Key: "b", Fence: ab[1].Fence}, Kind: store.FailRetry, Attempt: 1, Delay: time.Hour,
+		Message: store.OutboxMessage{Topic: "t", Data: []byte(`{}`)}}); err != nil {
 		t.Fatal(err)
 	}
-	if got := leased(t, st); got != "[lost]" {
-		t.Fatalf("after completion, retry, dead letter and release: %s", got)
+	b.Settled(ab[1].Record)
+	b.Settled(ab[1].Record) // settling more often than claimed changes nothing
+	claim(t, b, "c")        // the next round trip deletes the settled record
+	if got := records(t, st); got != "[c]" {
+		t.Fatalf("records after a and b settled: %s", got)
 	}
-	// A stale completion (wrong fence) removes nothing.
-	b.Enter()
-	if err := b.Complete(ctx, store.Lease{Key: "lost", Fence: fences["lost"] + 1}); !errors.Is(err, store.ErrLeaseLost) {
-		t.Fatalf("stale completion: %v", err)
-	}
-	b.Leave()
-	// The released job is claimed again at once; the lost one is taken over after its lease expired:
-	// one row each, whatever the number of claims.
-	if r := claim(t, b, "released"); r.Status != store.Claimed {
-		t.Fatalf("released job: %+v", r)
-	}
-	time.Sleep(1100 * time.Millisecond)
-	if r := claim(t, b, "lost"); r.Status != store.Claimed || r.Fence != fences["lost"]+1 {
-		t.Fatalf("take-over: %+v", r)
-	}
-	if got := leased(t, st); got != "[lost released]" {
-		t.Fatalf("after the re-claims: %s", got)
-	}
-	// Rows left behind (a job finished by hand, or deleted) are swept by the rescuer, which then
-	// finds the expired lease through the table.
-	if _, err := st.Pool().Exec(ctx, `UPDATE pubq.jobs SET state = 'succeeded' WHERE key = 'released';
-		INSERT INTO pubq.leases (key) VALUES ('gone')`); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(1100 * time.Millisecond)
+	// c's worker dies: its lease expires and the rescuer finds it through the record. The record
+	// goes with the next pass, once nothing in it runs.
 	targets := map[string]store.RescueTarget{"default": {Topic: "t", DeadLetterTopic: "d",
 		Attributes: func(key, id, kind string, attempt int, _ time.Time) map[string]string { return map[string]string{} }}}
+	time.Sleep(1100 * time.Millisecond)
 	got, err := st.Rescue(ctx, 0, 10, targets)
-	if err != nil || len(got) != 1 || got[0].Key != "lost" {
+	if err != nil || len(got) != 1 || got[0].Key != "c" {
 		t.Fatalf("rescue: %v %v", got, err)
 	}
-	if got := leased(t, st); got != "[]" {
-		t.Fatalf("after the rescue: %s", got)
-	}
-	// A delivery dead-lettered as undecodable while its job was still leased to a lost worker.
-	if r := claim(t, b, "undecodable"); r.Status != store.Claimed {
-		t.Fatal(r)
-	}
-	time.Sleep(1100 * time.Millisecond)
-	if err := st.DeadLetter(ctx, "undecodable", "default", "k", "undecodable", "bad", store.OutboxMessage{Topic: "d", Data: []byte(`x`)}); err != nil {
+	if _, err := st.Rescue(ctx, 0, 10, targets); err != nil {
 		t.Fatal(err)
 	}
-	if s, _ := state(t, st, "undecodable"); s != "dead" {
-		t.Fatalf("state %s", s)
+	if got := records(t, st); got != "[]" {
+		t.Fatalf("records after the sweep: %s", got)
 	}
-	if got := leased(t, st); got != "[]" {
-		t.Fatalf("after the dead letter: %s", got)
+	// A record whose job runs again under a newer claim is swept only when that claim's job stops too:
+	// the job is covered by the newer record meanwhile.
+	d := claim(t, b, "d")
+	time.Sleep(1100 * time.Millisecond)
+	if r := claim(t, b, "d"); r.Status != store.Claimed || r.Fence != d.Fence+1 || r.Record == d.Record {
+		t.Fatalf("take-over: %+v", r)
+	}
+	if got := records(t, st); got != "[d d]" {
+		t.Fatalf("records after the take-over: %s", got)
+	}
+	// A running job no record lists (an older binary's claim) is invisible to the rescuer until
+	// reconciled.
+	if _, err := st.Pool().Exec(ctx, `DELETE FROM pubq.claims`); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	if got, err := st.Rescue(ctx, 0, 10, targets); err != nil || len(got) != 0 {
+		t.Fatalf("rescued without a record: %v %v", got, err)
+	}
+	if n, err := st.ReconcileClaims(ctx); err != nil || n != 1 {
+		t.Fatalf("reconcile: %d %v", n, err)
+	}
+	if n, err := st.ReconcileClaims(ctx); err != nil || n != 0 {
+		t.Fatalf("second reconcile: %d %v", n, err)
+	}
+	if got, err := st.Rescue(ctx, 0, 10, targets); err != nil || len(got) != 1 || got[0].Key != "d" {
+		t.Fatalf("rescue after reconcile: %v %v", got, err)
+	}
+	// Close deletes the records its last jobs settled.
+	e := claim(t, b, "e")
+	b.Enter()
+	if err := b.Complete(ctx, store.Lease{Key: "e", Fence: e.Fence}); err != nil {
+		t.Fatal(err)
+	}
+	b.Leave()
+	b.Settled(e.Record)
+	b.Close()
+	var left int
+	if err := st.Pool().QueryRow(ctx, `SELECT count(*) FROM pubq.claims WHERE id = $1`, e.Record).Scan(&left); err != nil || left != 0 {
+		t.Fatalf("record of a settled job left after Close: %d %v", left, err)
 	}
 }

@@ -102,6 +102,15 @@ func (w *Worker) handle(mctx context.Context, rq *runQueue, m *delivery) {
 	}
 	j.Attempt = res.Attempt
 	lease := store.Lease{Key: j.Key, Fence: res.Fence}
+	// The claim record may go once this job is settled: acked (its outcome is durable) or taken from
+	// this worker. Otherwise (an outcome that could not be recorded) the rescuer sweeps the record
+	// once the job stops running.
+	lost := false
+	defer func() {
+		if m.acked || lost {
+			rq.batcher.Settled(res.Record)
+		}
+	}()
 	if span.IsRecording() { // the rest of the job's attributes were set at the start
 		span.SetAttributes(telemetry.AttrJobAttempt.Int(j.Attempt))
 	}
@@ -143,6 +152,7 @@ func (w *Worker) handle(mctx context.Context, rq *runQueue, m *delivery) {
 		// The completion is fenced: only the lease's holder can land it, whatever the lease keeper saw.
 		if err := rq.batcher.Complete(ctx, lease); err != nil {
 			if errors.Is(err, store.ErrLeaseLost) {
+				lost = true
 				span.SetStatus(codes.Error, "lease lost before completion")
 			} else {
 				span.RecordError(err)
@@ -152,8 +162,10 @@ func (w *Worker) handle(mctx context.Context, rq *runQueue, m *delivery) {
 		}
 	case cause == ErrLeaseLost || cause == errShutdown || errors.Is(herr, store.ErrLeaseLost):
 		// This worker no longer owns the outcome (taken over), or stops before it was reached.
+		lost = true
 		if cause == errShutdown {
 			if err := w.store.Release(ctx, lease); err != nil {
+				lost = false // still running under this lease
 				w.log.WarnContext(ctx, "releasing an unfinished job at shutdown failed; it runs again once its lease expires",
 					"error", err)
 			}

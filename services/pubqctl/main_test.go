@@ -203,7 +203,7 @@ func TestStats(t *testing.T) {
 	e.seedDead(t, "d1")
 	e.exec(t, `INSERT INTO pubq.jobs (key, id, queue, kind, state, payload, lease_until, lease_owner) VALUES
 		('stuck-1', 'i', 'critical', 'payment.capture', 'running', '{}', now() - interval '5 minutes', 'gone-worker')`)
-	e.exec(t, `INSERT INTO pubq.leases (key) VALUES ('stuck-1')`) // as the claim leaves a running job
+	e.exec(t, `INSERT INTO pubq.claims (owner, keys) VALUES ('gone-worker', '{stuck-1}')`) // as the claim records a running job
 	code, stdout, stderr := e.run(t, "stats")
 	if code != 0 || !strings.Contains(stdout, "STUCK") || !strings.Contains(stderr, "1 stuck job(s)") {
 		t.Fatalf("stats: %d\n%s\n%s", code, stdout, stderr)
