@@ -417,9 +417,16 @@ func TestPanicAndTimeoutFailTheAttempt(t *testing.T) {
 	cfg := worker.Config{}
 	def, _ := b.cfg.Queue("default")
 	def.KindOverrides["test.slow"] = queue.KindOverride{Timeout: 300 * time.Millisecond}
-	b.run(t, cfg)
+	stop := b.run(t, cfg)
 	b.enqueue(t, "test.slow", "p1", demo.Payload{})
 	waitFor(t, 20*time.Second, "third attempt to succeed", func() bool { s, _ := b.jobState(t, "p1"); return s == "succeeded" })
+	// Every attempt was settled (two retries recorded, one success), so the worker deleted their
+	// claim records, the last one as it stopped.
+	stop()
+	var records int
+	if err := b.st.Pool().QueryRow(context.Background(), `SELECT count(*) FROM pubq.claims`).Scan(&records); err != nil || records != 0 {
+		t.Fatalf("claim records left after settled attempts: %d %v", records, err)
+	}
 	var errs []string
 	rows, _ := b.st.Pool().Query(context.Background(), `SELECT error FROM pubq.attempts WHERE job_key = 'p1' ORDER BY attempt`)
 	for rows.Next() {
