@@ -153,7 +153,7 @@ func (r *Rescuer) Run(ctx context.Context) error {
 	for {
 		if time.Since(reconciled) >= r.cfg.ReconcileEvery {
 			if err := r.Reconcile(ctx); err != nil && ctx.Err() == nil {
-				r.cfg.Logger.ErrorContext(ctx, "reconciling leases failed; trying again next tick", "error", err)
+				r.cfg.Logger.ErrorContext(ctx, "reconciling claim records failed; trying again next tick", "error", err)
 			} else {
 				reconciled = time.Now()
 			}

@@ -52,9 +52,9 @@ type Batcher struct {
 	timer    *time.Timer
 	closed   bool
 	wg       sync.WaitGroup
-	// Claim records: jobs not yet settled per record, and the settled records the next round trip
-	// deletes.
-	unsettled map[int64]int
+	// Claim records: per record, its jobs not yet done and whether one was done unsettled; and the
+	// settled records the next round trip deletes.
+	unsettled map[int64]recordState
 	settled   []int64
 
 	flushes, requests, flushNanos atomic.Int64
@@ -74,6 +74,11 @@ type group struct {
 }
 
 func (g *group) size() int { return len(g.claims) + len(g.leases) }
+
+type recordState struct {
+	left int  // claimed jobs not yet done
+	keep bool // a job was done without being settled: the rescuer's sweep deletes the record
+}
 
 // Stats reports how many round trips the batcher made, how many requests they carried, and the time
 // spent in them (summed over concurrent flushes).
@@ -104,30 +109,35 @@ func NewBatcher(s *Store, cfg BatcherConfig) (*Batcher, error) {
 	if cfg.MaxFlushes <= 0 {
 		cfg.MaxFlushes = 2
 	}
-	return &Batcher{s: s, cfg: cfg, unsettled: map[int64]int{}}, nil
+	return &Batcher{s: s, cfg: cfg, unsettled: map[int64]recordState{}}, nil
 }
 
-// Settled says that a job claimed under record has its attempt's outcome recorded (done, retried,
-// dead-lettered, released) or lost its lease to another claim or a rescue. Once every job of a claim
-// record is settled, the next round trip deletes the record. A job whose outcome could not be
-// recorded must not be settled: its record then stays for the rescuer, which sweeps records none of
-// whose jobs runs.
-func (b *Batcher) Settled(record int64) {
+// Done says that the handling of a job claimed under record (ClaimResult.Record) ended. settled: its
+// attempt's outcome is recorded (done, retried, dead-lettered), or a fenced statement showed the job
+// is no longer running under this claim (taken over, rescued, released). Once every job of a record is
+// done and settled, the next round trip deletes the record; if one was not settled (its outcome could
+// not be recorded, so it may still be running), the record stays for the rescuer, which deletes
+// records none of whose jobs runs.
+func (b *Batcher) Done(record int64, settled bool) {
 	if record == 0 {
 		return
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	n, ok := b.unsettled[record]
+	st, ok := b.unsettled[record]
 	if !ok {
 		return
 	}
-	if n > 1 {
-		b.unsettled[record] = n - 1
+	st.left--
+	st.keep = st.keep || !settled
+	if st.left > 0 {
+		b.unsettled[record] = st
 		return
 	}
 	delete(b.unsettled, record)
-	b.settled = append(b.settled, record)
+	if !st.keep {
+		b.settled = append(b.settled, record)
+	}
 }
 
 // Enter counts a message as in flight: it may still send a request.
@@ -423,7 +433,7 @@ func (b *Batcher) flushOnce(ctx context.Context, g *group) error {
 			}
 		}
 		b.mu.Lock()
-		b.unsettled[record] = n
+		b.unsettled[record] = recordState{left: n}
 		b.mu.Unlock()
 	}
 	// Classify keys not claimed: finished, held by a live lease, or scheduled for later.

@@ -85,8 +85,10 @@ FROM unnest($1::text[], $2::bigint[]) AS c(k, f)
 WHERE j.key = c.k AND j.fence = c.f AND j.state = 'running'
 RETURNING j.key, j.fence`
 
-// forgetClaimsSQL deletes claim records ($1) whose jobs all have an outcome.
-const forgetClaimsSQL = `DELETE FROM pubq.claims WHERE id = ANY($1::bigint[])`
+// forgetClaimsSQL deletes claim records ($1) whose jobs are all settled. Records the rescuer's sweep
+// holds are skipped (it deletes them), so a round trip never waits for a rescue.
+const forgetClaimsSQL = `DELETE FROM pubq.claims WHERE id IN (
+	SELECT id FROM pubq.claims WHERE id = ANY($1::bigint[]) FOR UPDATE SKIP LOCKED)`
 
 // claimArgs builds the arguments of claimSQL for reqs[i] for each i in idx (distinct keys).
 func claimArgs(reqs []ClaimRequest, idx []int, owner string, lease time.Duration) []any {

@@ -132,8 +132,8 @@ func (s *Store) Prune(ctx context.Context, queue string, keep time.Duration, bat
 func (s *Store) ReconcileClaims(ctx context.Context) (int, error) {
 	var n int
 	err := s.pool.QueryRow(ctx, `WITH missing AS (
-			SELECT key FROM pubq.jobs WHERE state = 'running'
-			AND key NOT IN (SELECT unnest(keys) FROM pubq.claims)),
+			SELECT j.key FROM pubq.jobs j WHERE j.state = 'running'
+			AND NOT EXISTS (SELECT 1 FROM pubq.claims c, unnest(c.keys) k WHERE k = j.key)),
 		record AS (INSERT INTO pubq.claims (owner, keys) SELECT 'reconcile', array_agg(key) FROM missing HAVING count(*) > 0)
 		SELECT count(*) FROM missing`).Scan(&n)
 	if err != nil {
@@ -168,17 +168,20 @@ func (s *Store) Rescue(ctx context.Context, grace time.Duration, limit int, targ
 	for q := range targets {
 		queues = append(queues, q)
 	}
+	// Claim records none of whose jobs runs are left by workers that died, or that could not record
+	// a job's outcome: sweep them, in a statement of their own so that no lock outlives it. A job runs
+	// again only under a new claim, which writes its own record. Records younger than a minute are
+	// left to their workers, which delete them once their jobs are settled. SKIP LOCKED: a worker's
+	// delete or another replica's sweep has the rest.
+	if _, err := s.pool.Exec(ctx, `DELETE FROM pubq.claims WHERE id IN (
+			SELECT c.id FROM pubq.claims c
+			WHERE c.at < now() - interval '1 minute'
+			AND NOT EXISTS (SELECT 1 FROM pubq.jobs j WHERE j.key = ANY(c.keys) AND j.state = 'running')
+			FOR UPDATE OF c SKIP LOCKED)`); err != nil {
+		return nil, fmt.Errorf("pubq: sweeping claim records: %w", err)
+	}
 	var out []Rescued
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		// Claim records none of whose jobs runs are left by workers that died, or that settled a job
-		// without an outcome (a completion that failed): sweep them. A job runs again only under a
-		// new claim, which writes its own record. SKIP LOCKED: rescuers in other replicas do the rest.
-		if _, err := tx.Exec(ctx, `DELETE FROM pubq.claims WHERE id IN (
-				SELECT c.id FROM pubq.claims c
-				WHERE NOT EXISTS (SELECT 1 FROM pubq.jobs j WHERE j.key = ANY(c.keys) AND j.state = 'running')
-				FOR UPDATE OF c SKIP LOCKED)`); err != nil {
-			return err
-		}
 		rows, err := tx.Query(ctx, `WITH due AS (
 				SELECT key, fence, lease_owner, started_at, lease_until FROM pubq.jobs
 				WHERE key IN (SELECT unnest(keys) FROM pubq.claims)

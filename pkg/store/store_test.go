@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -770,17 +771,18 @@ func TestBatcherRoundTripsAwkwardValues(t *testing.T) {
 	}
 }
 
-// records is the claim records' keys, one sorted list per record, in record order.
+// records is the claim records' keys, each record's sorted and in braces, in record order: "{a b}{c}".
 func records(t *testing.T, st *store.Store) string {
 	t.Helper()
-	recs, err := pgx.CollectRows(mustQuery(t, st, `SELECT array_to_string(ARRAY(SELECT unnest(keys) ORDER BY 1), ' ') FROM pubq.claims ORDER BY id`), pgx.RowTo[string])
+	recs, err := pgx.CollectRows(mustQuery(t, st, `SELECT '{' || array_to_string(ARRAY(SELECT unnest(keys) ORDER BY 1), ' ') || '}' FROM pubq.claims ORDER BY id`), pgx.RowTo[string])
 	if err != nil {
 		t.Fatal(err)
 	}
-	return fmt.Sprint(recs)
+	return strings.Join(recs, "")
 }
 
-// claimTogether claims keys in one round trip, as concurrently received messages are.
+// claimTogether claims keys in one round trip, as concurrently received messages are (b must not flush
+// on a short timer: it then flushes once all of them wait).
 func claimTogether(t *testing.T, b *store.Batcher, keys ...string) []store.ClaimResult {
 	t.Helper()
 	for range keys {
@@ -808,53 +810,84 @@ func claimTogether(t *testing.T, b *store.Batcher, keys ...string) []store.Claim
 func TestClaimRecords(t *testing.T) {
 	st := open(t)
 	ctx := context.Background()
-	b := batcher(t, st, "w", time.Second)
+	b, err := store.NewBatcher(st, store.BatcherConfig{Owner: "w", Lease: time.Second, MaxDelay: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	age := func() { // the sweep leaves records younger than a minute to their workers
+		t.Helper()
+		if _, err := st.Pool().Exec(ctx, `UPDATE pubq.claims SET at = at - interval '2 minutes'`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	targets := map[string]store.RescueTarget{"default": {Topic: "t", DeadLetterTopic: "d",
+		Attributes: func(key, id, kind string, attempt int, _ time.Time) map[string]string { return map[string]string{} }}}
+	rescue := func(want string) {
+		t.Helper()
+		got, err := st.Rescue(ctx, 0, 10, targets)
+		var keys []string
+		for _, r := range got {
+			keys = append(keys, r.Key)
+		}
+		if err != nil || strings.Join(keys, " ") != want {
+			t.Fatalf("rescued %v (%v), want %q", keys, err, want)
+		}
+	}
 	ab := claimTogether(t, b, "a", "b")
 	if ab[0].Status != store.Claimed || ab[1].Status != store.Claimed || ab[0].Record == 0 || ab[0].Record != ab[1].Record {
 		t.Fatalf("one round trip, one record: %+v", ab)
 	}
-	if got := records(t, st); got != "[a b]" {
+	if got := records(t, st); got != "{a b}" {
 		t.Fatalf("records after the claim: %s", got)
 	}
+	// a succeeds, b's retry is recorded: both settled, and the next round trip deletes the record.
 	b.Enter()
 	if err := b.Complete(ctx, store.Lease{Key: "a", Fence: ab[0].Fence}); err != nil {
 		t.Fatal(err)
 	}
 	b.Leave()
-	b.Settled(ab[0].Record)
+	b.Done(ab[0].Record, true)
 	if _, err := st.Fail(ctx, store.Failure{Lease: store.Lease{Key: "b", Fence: ab[1].Fence}, Kind: store.FailRetry, Attempt: 1, Delay: time.Hour,
 		Message: store.OutboxMessage{Topic: "t", Data: []byte(`{}`)}}); err != nil {
 		t.Fatal(err)
 	}
-	b.Settled(ab[1].Record)
-	b.Settled(ab[1].Record) // settling more often than claimed changes nothing
-	claim(t, b, "c")        // the next round trip deletes the settled record
-	if got := records(t, st); got != "[c]" {
+	b.Done(ab[1].Record, true)
+	b.Done(ab[1].Record, true) // done more often than claimed changes nothing
+	cd := claimTogether(t, b, "c", "d")
+	if got := records(t, st); got != "{c d}" {
 		t.Fatalf("records after a and b settled: %s", got)
 	}
-	// c's worker dies: its lease expires and the rescuer finds it through the record. The record
-	// goes with the next pass, once nothing in it runs.
-	targets := map[string]store.RescueTarget{"default": {Topic: "t", DeadLetterTopic: "d",
-		Attributes: func(key, id, kind string, attempt int, _ time.Time) map[string]string { return map[string]string{} }}}
+	// d's outcome could not be recorded (say its completion failed), so its record stays even once c
+	// is settled. Both leases expire (as if the worker had died), and the rescuer finds both jobs
+	// through the record.
+	b.Done(cd[1].Record, false)
 	time.Sleep(1100 * time.Millisecond)
-	got, err := st.Rescue(ctx, 0, 10, targets)
-	if err != nil || len(got) != 1 || got[0].Key != "c" {
-		t.Fatalf("rescue: %v %v", got, err)
+	rescue("c d")
+	b.Done(cd[0].Record, true)
+	e := claim(t, b, "e") // a round trip: nothing to delete, d was not settled
+	if got := records(t, st); got != "{c d}{e}" {
+		t.Fatalf("records after an unsettled job: %s", got)
 	}
-	if _, err := st.Rescue(ctx, 0, 10, targets); err != nil {
-		t.Fatal(err)
+	// The sweep deletes records none of whose jobs runs, once older than a minute.
+	rescue("")
+	if got := records(t, st); got != "{c d}{e}" {
+		t.Fatalf("the sweep took a young record: %s", got)
 	}
-	if got := records(t, st); got != "[]" {
+	age()
+	rescue("")
+	if got := records(t, st); got != "{e}" {
 		t.Fatalf("records after the sweep: %s", got)
 	}
-	// A record whose job runs again under a newer claim is swept only when that claim's job stops too:
-	// the job is covered by the newer record meanwhile.
-	d := claim(t, b, "d")
+	// A job taken over runs under the newer claim's record; the old record is not swept while that
+	// job runs.
 	time.Sleep(1100 * time.Millisecond)
-	if r := claim(t, b, "d"); r.Status != store.Claimed || r.Fence != d.Fence+1 || r.Record == d.Record {
+	if r := claim(t, b, "e"); r.Status != store.Claimed || r.Fence != e.Fence+1 || r.Record == e.Record {
 		t.Fatalf("take-over: %+v", r)
 	}
-	if got := records(t, st); got != "[d d]" {
+	age()
+	rescue("")
+	if got := records(t, st); got != "{e}{e}" {
 		t.Fatalf("records after the take-over: %s", got)
 	}
 	// A running job no record lists (an older binary's claim) is invisible to the rescuer until
@@ -863,29 +896,25 @@ func TestClaimRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(1100 * time.Millisecond)
-	if got, err := st.Rescue(ctx, 0, 10, targets); err != nil || len(got) != 0 {
-		t.Fatalf("rescued without a record: %v %v", got, err)
-	}
+	rescue("")
 	if n, err := st.ReconcileClaims(ctx); err != nil || n != 1 {
 		t.Fatalf("reconcile: %d %v", n, err)
 	}
 	if n, err := st.ReconcileClaims(ctx); err != nil || n != 0 {
 		t.Fatalf("second reconcile: %d %v", n, err)
 	}
-	if got, err := st.Rescue(ctx, 0, 10, targets); err != nil || len(got) != 1 || got[0].Key != "d" {
-		t.Fatalf("rescue after reconcile: %v %v", got, err)
-	}
+	rescue("e")
 	// Close deletes the records its last jobs settled.
-	e := claim(t, b, "e")
+	f := claim(t, b, "f")
 	b.Enter()
-	if err := b.Complete(ctx, store.Lease{Key: "e", Fence: e.Fence}); err != nil {
+	if err := b.Complete(ctx, store.Lease{Key: "f", Fence: f.Fence}); err != nil {
 		t.Fatal(err)
 	}
 	b.Leave()
-	b.Settled(e.Record)
+	b.Done(f.Record, true)
 	b.Close()
 	var left int
-	if err := st.Pool().QueryRow(ctx, `SELECT count(*) FROM pubq.claims WHERE id = $1`, e.Record).Scan(&left); err != nil || left != 0 {
+	if err := st.Pool().QueryRow(ctx, `SELECT count(*) FROM pubq.claims WHERE id = $1`, f.Record).Scan(&left); err != nil || left != 0 {
 		t.Fatalf("record of a settled job left after Close: %d %v", left, err)
 	}
 }

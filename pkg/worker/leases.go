@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -12,7 +13,13 @@ import (
 )
 
 // ErrLeaseLost is the cause of a handler context cancelled because another worker took the job over.
+// When renewals fail (the database is unreachable) and the lease may lapse, the cause wraps it
+// (errors.Is matches): the job may then still be running under this worker's lease.
 var ErrLeaseLost = store.ErrLeaseLost
+
+// errLeaseUnconfirmed is the cause when renewals failed: nothing proved another holder, so the job
+// still counts as running under this lease (its claim record must stay for the rescuer).
+var errLeaseUnconfirmed = fmt.Errorf("%w: renewals failed before the lease could lapse", ErrLeaseLost)
 
 // leaseKeeper renews the leases of all running jobs of the process in one statement every Lease/3 and
 // cancels the handlers of those it lost.
@@ -143,7 +150,7 @@ func (k *leaseKeeper) renew(ctx context.Context) {
 	}
 }
 
-// expire cancels, with ErrLeaseLost, the runs among leases whose lease may run out before the next
+// expire cancels, with errLeaseUnconfirmed, the runs among leases whose lease may run out before the next
 // renewal can land: once it has, a redelivery may take the job over, and the handler must not go on
 // beside it. (Fencing would still stop this run's completion; this stops its side effects.)
 func (k *leaseKeeper) expire(ctx context.Context, leases []store.Lease) {
@@ -153,7 +160,7 @@ func (k *leaseKeeper) expire(ctx context.Context, leases []store.Lease) {
 	for _, l := range leases {
 		if e, ok := k.running[l]; ok && e.until.Before(deadline) {
 			k.metrics.LeaseLost(ctx, e.queue)
-			e.cancel(ErrLeaseLost)
+			e.cancel(errLeaseUnconfirmed)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"testing"
@@ -38,5 +39,24 @@ func TestFailedRenewalsStopHandlersAtLeaseEnd(t *testing.T) {
 	}
 	if got := context.Cause(newCtx); got != nil {
 		t.Errorf("a run with most of its lease left was cancelled: %v", got)
+	}
+}
+
+// Only a fenced answer hands a job over (its claim record may then go); failed renewals do not.
+func TestLeaseTaken(t *testing.T) {
+	for _, c := range []struct {
+		cause, herr error
+		want        bool
+	}{
+		{ErrLeaseLost, nil, true},                           // a renewal found the fence moved on
+		{nil, fmt.Errorf("commit: %w", ErrLeaseLost), true}, // a transactional completion was fenced off
+		{errLeaseUnconfirmed, nil, false},                   // renewals failed: maybe still ours
+		{errLeaseUnconfirmed, errLeaseUnconfirmed, false},   // the handler returned its context's cause
+		{errShutdown, nil, false},
+		{nil, errors.New("boom"), false},
+	} {
+		if got := leaseTaken(c.cause, c.herr); got != c.want {
+			t.Errorf("leaseTaken(%v, %v) = %v, want %v", c.cause, c.herr, got, c.want)
+		}
 	}
 }

@@ -102,15 +102,11 @@ func (w *Worker) handle(mctx context.Context, rq *runQueue, m *delivery) {
 	}
 	j.Attempt = res.Attempt
 	lease := store.Lease{Key: j.Key, Fence: res.Fence}
-	// The claim record may go once this job is settled: acked (its outcome is durable) or taken from
-	// this worker. Otherwise (an outcome that could not be recorded) the rescuer sweeps the record
-	// once the job stops running.
-	lost := false
-	defer func() {
-		if m.acked || lost {
-			rq.batcher.Settled(res.Record)
-		}
-	}()
+	// The claim record may go once this job is settled: acked (its outcome is durable) or handed over
+	// (taken over, rescued or released, as a fenced statement proved). Otherwise (an outcome that could
+	// not be recorded) the record stays for the rescuer, which sweeps it once the job stops running.
+	handedOver := false
+	defer func() { rq.batcher.Done(res.Record, m.acked || handedOver) }()
 	if span.IsRecording() { // the rest of the job's attributes were set at the start
 		span.SetAttributes(telemetry.AttrJobAttempt.Int(j.Attempt))
 	}
@@ -152,7 +148,7 @@ func (w *Worker) handle(mctx context.Context, rq *runQueue, m *delivery) {
 		// The completion is fenced: only the lease's holder can land it, whatever the lease keeper saw.
 		if err := rq.batcher.Complete(ctx, lease); err != nil {
 			if errors.Is(err, store.ErrLeaseLost) {
-				lost = true
+				handedOver = true
 				span.SetStatus(codes.Error, "lease lost before completion")
 			} else {
 				span.RecordError(err)
@@ -160,14 +156,16 @@ func (w *Worker) handle(mctx context.Context, rq *runQueue, m *delivery) {
 			m.Nack() // completion not durable: the redelivery finds the job still claimable or done
 			return
 		}
-	case cause == ErrLeaseLost || cause == errShutdown || errors.Is(herr, store.ErrLeaseLost):
-		// This worker no longer owns the outcome (taken over), or stops before it was reached.
-		lost = true
+	case errors.Is(cause, ErrLeaseLost) || cause == errShutdown || errors.Is(herr, store.ErrLeaseLost):
+		// This worker no longer owns the outcome (taken over), or stops before it was reached. Only a
+		// fenced statement's answer proves the job is someone else's now; failed renewals do not.
+		handedOver = leaseTaken(cause, herr)
 		if cause == errShutdown {
 			if err := w.store.Release(ctx, lease); err != nil {
-				lost = false // still running under this lease
 				w.log.WarnContext(ctx, "releasing an unfinished job at shutdown failed; it runs again once its lease expires",
 					"error", err)
+			} else {
+				handedOver = true // released: pending again
 			}
 		}
 		span.SetStatus(codes.Error, "abandoned: "+fmt.Sprint(cause))
@@ -183,6 +181,16 @@ func (w *Worker) handle(mctx context.Context, rq *runQueue, m *delivery) {
 	span.RecordError(herr)
 	span.SetStatus(codes.Error, herr.Error())
 	w.finishFailure(ctx, rq, m, j, lease, policy, span, herr, start)
+}
+
+// leaseTaken reports whether a run abandoned with cause (its context's) and herr (the handler's error)
+// is known to be no longer running under its lease: a renewal or a fenced commit found the fence moved
+// on. Renewals that merely failed (errLeaseUnconfirmed) prove nothing.
+func leaseTaken(cause, herr error) bool {
+	if cause == errLeaseUnconfirmed {
+		return false
+	}
+	return cause == ErrLeaseLost || errors.Is(herr, store.ErrLeaseLost)
 }
 
 // errCommit wraps infrastructure failures of a transactional job's own commit: not the handler's fault.

@@ -632,13 +632,14 @@ func rawClaimConsumer(ctx context.Context, client *pubsub.Client, qs []queue.Que
 		return receiveAll(ctx, client, qs, func(ctx context.Context, q queue.Queue, m *pubsub.Message) {
 			sent := sentOf(m.Data)
 			b.Enter()
-			_, err := b.Claim(ctx, store.ClaimRequest{Key: m.Attributes[job.AttrKey], Queue: q.Name, Kind: m.Attributes[job.AttrKind], Payload: m.Data, EnqueuedAt: m.PublishTime})
+			r, err := b.Claim(ctx, store.ClaimRequest{Key: m.Attributes[job.AttrKey], Queue: q.Name, Kind: m.Attributes[job.AttrKind], Payload: m.Data, EnqueuedAt: m.PublishTime})
 			b.Leave()
 			if err != nil {
 				m.Nack()
 				return
 			}
 			m.Ack()
+			b.Done(r.Record, true) // as the worker does, so the claim records go as they would
 			done(sent)
 		})
 	}, cleanup, nil

@@ -35,7 +35,7 @@ DROP INDEX IF EXISTS pubq.jobs_dead_idx;
 DROP INDEX IF EXISTS pubq.jobs_created_idx;
 
 -- One row per claim round trip: the keys it claimed. No per-job row: that would cost every job an insert
--- and a delete (~3.5 µs of Postgres). keys is stored out of line uncompressed (a few KB per row).
+-- and a delete (~3.5 µs of Postgres). keys is not compressed (a few KB per row; compressing costs more).
 CREATE TABLE IF NOT EXISTS pubq.claims (
     id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     owner text NOT NULL,
