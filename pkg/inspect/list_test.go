@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -208,20 +207,7 @@ func TestRescuerReschedulesAJobWhoseWorkerDied(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	for b.state(t, "orphan") != "scheduled" {
-		if ctx.Err() != nil {
-			t.Fatal("not rescued in time")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	runUntilScheduled(t, b, r, "orphan")
 	if len(rescued) != 1 || len(rescued[0]) != 1 || rescued[0][0].Key != "orphan" || rescued[0][0].Attempt != 1 || rescued[0][0].Dead {
 		t.Fatalf("rescued = %+v", rescued)
 	}
@@ -260,21 +246,33 @@ func TestRescuerReconcilesLeaseRows(t *testing.T) {
 	if _, err := b.pool.Exec(b.ctx, `DELETE FROM pubq.claims`); err != nil {
 		t.Fatal(err)
 	}
-	var warned strings.Builder
+	var warned pubqtest.SyncBuffer
 	r, err := inspect.NewRescuer(b.st, b.cfg, &inspect.RescuerConfig{Every: 100 * time.Millisecond, Grace: 100 * time.Millisecond,
-		Logger: slog.New(slog.NewTextHandler(&syncWriter{w: &warned}, nil))})
+		Logger: slog.New(slog.NewTextHandler(&warned, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(1300 * time.Millisecond) // past the lease and the grace
 	if got, err := r.RescueOnce(b.ctx); err != nil || len(got) != 0 {
-		t.Fatalf("without its lease row the job is invisible to a pass: %v %v", got, err)
+		t.Fatalf("without a claim record the job is invisible to a pass: %v %v", got, err)
 	}
+	runUntilScheduled(t, b, r, "old-binary")
+	if s := warned.String(); !strings.Contains(s, "no claim record") || !strings.Contains(s, "jobs=1") {
+		t.Fatalf("reconciliation not logged: %q", s)
+	}
+	if n, err := b.st.ReconcileClaims(b.ctx); err != nil || n != 0 {
+		t.Fatalf("a second reconciliation added %d (%v)", n, err)
+	}
+}
+
+// runUntilScheduled runs r until the job key is scheduled again (rescued), at most 10s.
+func runUntilScheduled(t *testing.T, b *bundle, r *inspect.Rescuer, key string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
-	for b.state(t, "old-binary") != "scheduled" {
+	for b.state(t, key) != "scheduled" {
 		if ctx.Err() != nil {
 			t.Fatal("not rescued in time")
 		}
@@ -284,24 +282,6 @@ func TestRescuerReconcilesLeaseRows(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if s := warned.String(); !strings.Contains(s, "no claim record") || !strings.Contains(s, "jobs=1") {
-		t.Fatalf("reconciliation not logged: %q", s)
-	}
-	if n, err := b.st.ReconcileClaims(b.ctx); err != nil || n != 0 {
-		t.Fatalf("a second reconciliation added %d (%v)", n, err)
-	}
-}
-
-// syncWriter serialises writes from the rescuer's goroutine and reads from the test.
-type syncWriter struct {
-	mu sync.Mutex
-	w  *strings.Builder
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
 }
 
 func TestNewRescuerValidates(t *testing.T) {

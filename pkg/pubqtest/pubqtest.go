@@ -4,7 +4,9 @@
 package pubqtest
 
 import (
+	"bytes"
 	"context"
+	"sync"
 	"testing"
 
 	"cloud.google.com/go/pubsub/v2"
@@ -103,4 +105,23 @@ func MetricPoints(t testing.TB) (*telemetry.Metrics, func(name string) []metricd
 		}
 		return out
 	}
+}
+
+// SyncBuffer is a bytes.Buffer that a logger on another goroutine and the test can share.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String is what was written so far.
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -9,12 +9,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/pubq/pubq/pkg/pubqtest"
 	"github.com/pubq/pubq/pkg/testenv"
 )
 
@@ -72,9 +72,8 @@ func TestDashboardReplayInBrowser(t *testing.T) {
 	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	base := "http://" + addr
 	dctx, stopDashboard := context.WithCancel(context.Background())
-	var dlog bytes.Buffer
 	vars := e.vars
-	c := &cli{ctx: dctx, getenv: func(k string) string { return vars[k] }, stdout: &bytes.Buffer{}, stderr: &syncBuffer{b: &dlog}}
+	c := &cli{ctx: dctx, getenv: func(k string) string { return vars[k] }, stdout: &bytes.Buffer{}, stderr: &pubqtest.SyncBuffer{}}
 	served := make(chan int, 1)
 	go func() { served <- c.run([]string{"dashboard", "--addr", addr, "--jaeger", "http://127.0.0.1:16686"}) }()
 	t.Cleanup(func() {
@@ -214,16 +213,4 @@ func TestDashboardReplayInBrowser(t *testing.T) {
 	if s := text(`tr[data-queue="default"]`); strings.Join(strings.Fields(s), " ") != "default 0 0 0 0 0 — 2 0.03 2 2 0" {
 		t.Errorf("overview row: %q", s)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the dashboard's logger and the test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  *bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -255,10 +254,9 @@ func TestStuckJobIsRescued(t *testing.T) {
 
 	const every, grace = 200 * time.Millisecond, 500 * time.Millisecond
 	e.start(t, 5*time.Second)
-	var logs bytes.Buffer
-	var mu sync.Mutex
+	var logs pubqtest.SyncBuffer
 	r, err := inspect.NewRescuer(e.st, e.cfg, &inspect.RescuerConfig{Every: every, Grace: grace,
-		Logger: slog.New(slog.NewTextHandler(&lockedWriter{w: &logs, mu: &mu}, nil))})
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,20 +280,7 @@ func TestStuckJobIsRescued(t *testing.T) {
 	if done.Attempt != 2 || done.Fence != claim.Fence+2 {
 		t.Errorf("after the rescue: attempt %d fence %d; want attempt 2 (the lost one counts) and fence %d", done.Attempt, done.Fence, claim.Fence+2)
 	}
-	mu.Lock()
-	defer mu.Unlock()
 	if !strings.Contains(logs.String(), "rescued stuck job") || !strings.Contains(logs.String(), "job_key=orphan-1") {
 		t.Errorf("rescuer log: %s", logs.String())
 	}
-}
-
-type lockedWriter struct {
-	w  io.Writer
-	mu *sync.Mutex
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
