@@ -108,21 +108,29 @@ func OutboxBacklog(ctx context.Context, q Querier) (backlog int64, oldest time.D
 }
 
 // Prune deletes up to batch finished jobs (succeeded, cancelled, dead) of queue that finished more than
-// keep ago, with their attempts. Small batches and SKIP LOCKED keep locks short; call it until it
-// returns less than batch. It walks the queue's jobs by creation time (a job finishes after it is
-// created), as no index names finish times (see migration 0006).
-func (s *Store) Prune(ctx context.Context, queue string, keep time.Duration, batch int) (int, error) {
-	tag, err := s.pool.Exec(ctx, `WITH doomed AS (
-			SELECT key FROM pubq.jobs
-			WHERE queue = $1 AND created_at < now() - make_interval(secs => $2)
+// keep ago, with their attempts, among the jobs created at or after from. It walks the queue's jobs in
+// creation order (a job finishes after it is created; no index names finish times, see migration
+// 0006) and returns the creation time of the last job it deleted: pass it as the next call's from, so
+// that old jobs that cannot be pruned yet (scheduled far ahead, still pending) are read once per pass
+// rather than once per batch. Small batches and SKIP LOCKED keep locks short; call it until it returns
+// fewer than batch.
+func (s *Store) Prune(ctx context.Context, queue string, keep time.Duration, batch int, from time.Time) (n int, last time.Time, err error) {
+	var lastAt *time.Time
+	err = s.pool.QueryRow(ctx, `WITH doomed AS (
+			SELECT key, created_at FROM pubq.jobs
+			WHERE queue = $1 AND created_at >= $4 AND created_at < now() - make_interval(secs => $2)
 				AND state IN ('succeeded', 'cancelled', 'dead') AND finished_at < now() - make_interval(secs => $2)
-			LIMIT $3 FOR UPDATE SKIP LOCKED),
-		gone_attempts AS (DELETE FROM pubq.attempts a USING doomed d WHERE a.job_key = d.key)
-		DELETE FROM pubq.jobs j USING doomed d WHERE j.key = d.key`, queue, keep.Seconds(), batch)
+			ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED),
+		gone_attempts AS (DELETE FROM pubq.attempts a USING doomed d WHERE a.job_key = d.key),
+		gone AS (DELETE FROM pubq.jobs j USING doomed d WHERE j.key = d.key RETURNING d.created_at)
+		SELECT count(*), max(created_at) FROM gone`, queue, keep.Seconds(), batch, from).Scan(&n, &lastAt)
 	if err != nil {
-		return 0, fmt.Errorf("pubq: pruning %s: %w", queue, err)
+		return 0, from, fmt.Errorf("pubq: pruning %s: %w", queue, err)
 	}
-	return int(tag.RowsAffected()), nil
+	if lastAt == nil {
+		return 0, from, nil
+	}
+	return n, *lastAt, nil
 }
 
 // ReconcileClaims records the running jobs that no pubq.claims row lists in a new row, and returns how

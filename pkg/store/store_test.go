@@ -507,13 +507,18 @@ func TestPrune(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	n, err := st.Prune(ctx, "default", 8*24*time.Hour, 1)
-	if err != nil || n != 1 {
-		t.Fatalf("first batch: %d %v", n, err)
+	// Oldest first: 'old' (created 11 days ago), then 'olddead' (10 days ago).
+	n, last, err := st.Prune(ctx, "default", 8*24*time.Hour, 1, time.Time{})
+	if err != nil || n != 1 || time.Since(last) < 10*24*time.Hour+23*time.Hour || time.Since(last) > 11*24*time.Hour+time.Hour {
+		t.Fatalf("first batch: %d %v %v", n, last, err)
 	}
-	n, _ = st.Prune(ctx, "default", 8*24*time.Hour, 10)
-	if n != 1 {
-		t.Fatalf("second batch: %d", n)
+	n, last2, err := st.Prune(ctx, "default", 8*24*time.Hour, 10, last)
+	if err != nil || n != 1 || !last2.After(last) {
+		t.Fatalf("second batch: %d %v %v", n, last2, err)
+	}
+	// Nothing left from there on: the cursor stays put.
+	if n, last3, err := st.Prune(ctx, "default", 8*24*time.Hour, 10, last2); err != nil || n != 0 || !last3.Equal(last2) {
+		t.Fatalf("third batch: %d %v %v", n, last3, err)
 	}
 	left, err := pgx.CollectRows(mustQuery(t, st, `SELECT key FROM pubq.jobs ORDER BY key`), pgx.RowTo[string])
 	if err != nil {

@@ -17,8 +17,10 @@ func RunPruner(ctx context.Context, st *store.Store, cfg *queue.Config, every ti
 	defer t.Stop()
 	for {
 		for _, q := range cfg.Queues {
+			var from time.Time // each pass walks the queue's jobs once, oldest first
 			for ctx.Err() == nil {
-				n, err := st.Prune(ctx, q.Name, q.KeyRetention, 500)
+				n, last, err := st.Prune(ctx, q.Name, q.KeyRetention, 500, from)
+				from = last
 				if err != nil {
 					if ctx.Err() == nil {
 						log.Warn("pruning failed", "queue", q.Name, "error", err)
