@@ -43,8 +43,8 @@ type ClaimResult struct {
 	Fence   int64 // Claimed: present it to complete, retry or dead-letter
 	State   string
 	Wait    time.Duration // Busy: time left on the other holder's lease
-	// Claimed: the pubq.claims record of the round trip. Pass it to Batcher.Settled once the attempt's
-	// outcome is recorded (or the lease was lost), so the record can go when all its jobs are settled.
+	// Claimed: the pubq.claims record of the round trip. Pass it to Batcher.Done when the attempt's
+	// handling ends, so the record can go once all its jobs are settled.
 	Record int64
 }
 
