@@ -119,7 +119,7 @@ func Setup(ctx context.Context, opts Options) (*Providers, error) {
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: creating prometheus exporter: %w", err)
 	}
-	p.mp = sdkmetric.NewMeterProvider(sdkmetric.WithResource(res), sdkmetric.WithReader(promExp))
+	p.mp = sdkmetric.NewMeterProvider(MeterProviderOptions(res, promExp)...)
 
 	if len(cfg.exporters) == 0 {
 		p.tp = noop.NewTracerProvider()

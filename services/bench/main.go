@@ -45,6 +45,8 @@ import (
 
 	"cloud.google.com/go/pubsub/v2"
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
@@ -676,6 +678,17 @@ func pubqConsumer(ctx context.Context, client *pubsub.Client, qcfg *queue.Config
 	for _, q := range qcfg.Queues {
 		mux.HandleFunc(q.Kinds[0], func(context.Context, *job.Job) error { return nil })
 	}
+	// The worker's metrics, recorded as in the binary (whose reader serves Prometheus on a scrape; a
+	// manual reader costs the hot path the same).
+	metrics, err := telemetry.NewMetrics(sdkmetric.NewMeterProvider(telemetry.MeterProviderOptions(resource.Empty(), sdkmetric.NewManualReader())...))
+	if err != nil {
+		st.Close()
+		setGlobalTracing(noop.NewTracerProvider())
+		if sdk != nil {
+			_ = sdk.Shutdown(context.Background())
+		}
+		return nil, nil, err
+	}
 	cleanup := func() {
 		if sdk != nil {
 			_ = sdk.Shutdown(context.Background())
@@ -684,7 +697,7 @@ func pubqConsumer(ctx context.Context, client *pubsub.Client, qcfg *queue.Config
 		st.Close()
 	}
 	return func(ctx context.Context, done func(int64)) error {
-		w, err := worker.New(client, st, mux, &worker.Config{Queues: qcfg, TracerProvider: tp,
+		w, err := worker.New(client, st, mux, &worker.Config{Queues: qcfg, TracerProvider: tp, Metrics: metrics,
 			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), ShutdownTimeout: 5 * time.Second,
 			BatchFlushes: o.flushes, BatchDelay: o.delay,
 			OnDone: func(j *job.Job, acked bool) {
