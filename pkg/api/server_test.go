@@ -1,7 +1,6 @@
 package api
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/pubq/pubq/pkg/job"
 	"github.com/pubq/pubq/pkg/publish"
+	"github.com/pubq/pubq/pkg/pubqtest"
 	"github.com/pubq/pubq/pkg/queue"
 	"github.com/pubq/pubq/pkg/store"
 )
@@ -73,24 +73,7 @@ func testQueues(t testing.TB) *queue.Config {
 type bundle struct {
 	h    http.Handler
 	enq  *fakeEnqueuer
-	logs *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs *pubqtest.SyncBuffer
 }
 
 func setup(t *testing.T, cfg *Config) *bundle {
@@ -100,7 +83,7 @@ func setup(t *testing.T, cfg *Config) *bundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &bundle{enq: &fakeEnqueuer{Client: pc}, logs: &syncBuffer{}}
+	b := &bundle{enq: &fakeEnqueuer{Client: pc}, logs: &pubqtest.SyncBuffer{}}
 	c := Config{Tokens: []string{testToken}}
 	if cfg != nil {
 		c = *cfg

@@ -348,7 +348,8 @@ func (b *Batcher) flushOnce(ctx context.Context, g *group) error {
 	}
 	// state per unique claim: claimed here, or to classify.
 	claimed := make([]bool, len(uniq))
-	var record int64 // the claim record of the keys claimed here
+	var record int64 // the claim record of the keys claimed here, and how many they are
+	nClaimed := 0
 	for i := range g.lost {
 		g.lost[i] = true // until the statement returns the lease
 	}
@@ -378,6 +379,7 @@ func (b *Batcher) flushOnce(ctx context.Context, g *group) error {
 			}
 			claimed[u] = true
 			record = rec
+			nClaimed++
 			g.results[uniq[u]] = ClaimResult{Status: Claimed, State: "running", Attempt: int(attempt), Fence: fence, Record: rec}
 		}
 		rows.Close()
@@ -426,14 +428,8 @@ func (b *Batcher) flushOnce(ctx context.Context, g *group) error {
 		return fmt.Errorf("pubq: committing batch: %w", err)
 	}
 	if record != 0 {
-		n := 0
-		for _, c := range claimed {
-			if c {
-				n++
-			}
-		}
 		b.mu.Lock()
-		b.unsettled[record] = recordState{left: n}
+		b.unsettled[record] = recordState{left: nClaimed}
 		b.mu.Unlock()
 	}
 	// Classify keys not claimed: finished, held by a live lease, or scheduled for later.
