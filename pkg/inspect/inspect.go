@@ -374,10 +374,10 @@ func (f *Filter) where(args *[]any) string {
 	switch f.State {
 	case "":
 	case StateStuck:
-		conds = append(conds, "j.key IN (SELECT unnest(keys) FROM pubq.claims) AND j.state = 'running' AND j.lease_until < now()")
+		conds = append(conds, "j.key IN ("+store.ClaimedKeysSQL+") AND j.state = 'running' AND j.lease_until < now()")
 	case StateRunning:
 		// No index tells running jobs from succeeded ones (migration 0006); pubq.claims lists them.
-		conds = append(conds, "j.key IN (SELECT unnest(keys) FROM pubq.claims) AND j.state = 'running'")
+		conds = append(conds, "j.key IN ("+store.ClaimedKeysSQL+") AND j.state = 'running'")
 	case StateSucceeded:
 		conds = append(conds, "j.state = 'succeeded'")
 	default:

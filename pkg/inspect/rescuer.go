@@ -101,8 +101,12 @@ func rescueAttributes(key, id, kind string, attempt int, enqueuedAt time.Time) m
 	return attrs
 }
 
-// RescueOnce runs passes until one rescues fewer than Limit jobs, and returns every job rescued.
+// RescueOnce sweeps the claim records of jobs no longer running, then runs passes until one rescues
+// fewer than Limit jobs, and returns every job rescued.
 func (r *Rescuer) RescueOnce(ctx context.Context) ([]store.Rescued, error) {
+	if err := r.st.SweepClaims(ctx); err != nil {
+		return nil, err
+	}
 	var all []store.Rescued
 	for {
 		got, err := r.st.Rescue(ctx, r.cfg.Grace, r.cfg.Limit, r.targets)

@@ -53,11 +53,6 @@ func TestCompletionsAreHOT(t *testing.T) {
 	if _, err := s.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	b, err := NewBatcher(s, BatcherConfig{Owner: "w", Lease: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
 	const n = 400 // several pages' worth, claimed in one batch as the worker does
 	reqs := make([]ClaimRequest, n)
 	for i := range reqs {
@@ -66,26 +61,31 @@ func TestCompletionsAreHOT(t *testing.T) {
 	}
 	leases := make([]Lease, n)
 	idx := make([]int, n)
-	var rows pgx.Rows
 	for i := range idx {
 		idx[i] = i
 	}
-	if _, err := s.pool.Exec(ctx, claimSQL, claimArgs(reqs, idx, "w", time.Minute)...); err != nil {
-		t.Fatal(err)
-	}
-	rows, err = s.pool.Query(ctx, `SELECT key, fence FROM pubq.jobs ORDER BY key`)
+	// The claim returns each key's fence (columns: key, attempt, fence, record), in no set order.
+	rows, err := s.pool.Query(ctx, claimSQL, claimArgs(reqs, idx, "w", time.Minute)...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	i := 0
+	got := 0
 	for rows.Next() {
-		if err := rows.Scan(&leases[i].Key, &leases[i].Fence); err != nil {
+		var key string
+		var attempt int
+		var fence, record int64
+		if err := rows.Scan(&key, &attempt, &fence, &record); err != nil {
 			t.Fatal(err)
 		}
-		i++
+		var i int
+		if _, err := fmt.Sscanf(key, "hot-%04d", &i); err != nil {
+			t.Fatal(err)
+		}
+		leases[i] = Lease{Key: key, Fence: fence}
+		got++
 	}
-	if rows.Err() != nil || i != n {
-		t.Fatalf("claimed %d of %d: %v", i, n, rows.Err())
+	if rows.Err() != nil || got != n {
+		t.Fatalf("claimed %d of %d: %v", got, n, rows.Err())
 	}
 	// The worker's batched completion of all but the last job...
 	upd, hot := hotUpdates(t, s, func(tx pgx.Tx) {

@@ -150,6 +150,25 @@ func (s *Store) ReconcileClaims(ctx context.Context) (int, error) {
 	return n, nil
 }
 
+// ClaimedKeysSQL selects the keys of the claim records: every running job's key is among them (no
+// index tells a running job from a finished one, see migration 0006).
+const ClaimedKeysSQL = `SELECT unnest(keys) FROM pubq.claims`
+
+// SweepClaims deletes the claim records none of whose jobs runs, older than a minute: those of workers
+// that died, or that could not record a job's outcome. A job runs again only under a new claim, which
+// writes its own record. Younger records are left to their workers, which delete them once their jobs
+// are settled; SKIP LOCKED leaves a record a worker or another replica is deleting to them.
+func (s *Store) SweepClaims(ctx context.Context) error {
+	if _, err := s.pool.Exec(ctx, `DELETE FROM pubq.claims WHERE id IN (
+			SELECT c.id FROM pubq.claims c
+			WHERE c.at < now() - interval '1 minute'
+			AND NOT EXISTS (SELECT 1 FROM pubq.jobs j WHERE j.key = ANY(c.keys) AND j.state = 'running')
+			FOR UPDATE OF c SKIP LOCKED)`); err != nil {
+		return fmt.Errorf("pubq: sweeping claim records: %w", err)
+	}
+	return nil
+}
+
 // LostErrorPrefix starts the last error Rescue records for an attempt whose worker vanished.
 const LostErrorPrefix = "worker lost"
 
@@ -176,23 +195,11 @@ func (s *Store) Rescue(ctx context.Context, grace time.Duration, limit int, targ
 	for q := range targets {
 		queues = append(queues, q)
 	}
-	// Claim records none of whose jobs runs are left by workers that died, or that could not record
-	// a job's outcome: sweep them, in a statement of their own so that no lock outlives it. A job runs
-	// again only under a new claim, which writes its own record. Records younger than a minute are
-	// left to their workers, which delete them once their jobs are settled. SKIP LOCKED: a worker's
-	// delete or another replica's sweep has the rest.
-	if _, err := s.pool.Exec(ctx, `DELETE FROM pubq.claims WHERE id IN (
-			SELECT c.id FROM pubq.claims c
-			WHERE c.at < now() - interval '1 minute'
-			AND NOT EXISTS (SELECT 1 FROM pubq.jobs j WHERE j.key = ANY(c.keys) AND j.state = 'running')
-			FOR UPDATE OF c SKIP LOCKED)`); err != nil {
-		return nil, fmt.Errorf("pubq: sweeping claim records: %w", err)
-	}
 	var out []Rescued
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, `WITH due AS (
 				SELECT key, fence, lease_owner, started_at, lease_until FROM pubq.jobs
-				WHERE key IN (SELECT unnest(keys) FROM pubq.claims)
+				WHERE key IN (`+ClaimedKeysSQL+`)
 				AND state = 'running' AND lease_until < now() - make_interval(secs => $1) AND queue = ANY($3)
 				ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED)
 			UPDATE pubq.jobs j SET

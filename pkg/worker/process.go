@@ -218,7 +218,6 @@ func (w *Worker) runTx(ctx context.Context, pool *pgxpool.Pool, chain Handler, j
 	return nil
 }
 
-// claim claims the job, waiting while another delivery holds a live lease on it.
 // claim claims j, waiting while another delivery holds it. It also returns when the claim that
 // answered was sent: the lease runs from about then.
 func (w *Worker) claim(ctx context.Context, rq *runQueue, j *job.Job, p *retry.Policy, span trace.Span) (store.ClaimResult, time.Time, error) {
