@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 
+	"go.opentelemetry.io/contrib/propagators/autoprop"
+	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 )
 
@@ -36,6 +38,8 @@ type traceConfig struct {
 	project    string   // for gcp ("" = detect, only on GCP)
 	sampler    sdktrace.Sampler
 	samplerTxt string
+	propagator propagation.TextMapPropagator
+	propTxt    string
 }
 
 func getenv(k string) string { return strings.TrimSpace(os.Getenv(k)) }
@@ -45,6 +49,9 @@ func readTraceConfig() (traceConfig, error) {
 	var c traceConfig
 	var err error
 	if c.sampler, c.samplerTxt, err = samplerFromEnv(); err != nil {
+		return c, err
+	}
+	if c.propagator, c.propTxt, err = propagatorFromEnv(); err != nil {
 		return c, err
 	}
 	c.protocol = getenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
@@ -159,4 +166,29 @@ func samplerFromEnv() (sdktrace.Sampler, string, error) {
 	default:
 		return nil, "", fmt.Errorf("telemetry: OTEL_TRACES_SAMPLER=%q is not supported (want always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off or parentbased_traceidratio)", name)
 	}
+}
+
+// propagatorFromEnv reads OTEL_PROPAGATORS (tracecontext, baggage, b3, b3multi, jaeger, xray, ottrace
+// or none, comma-separated; default tracecontext,baggage). It governs HTTP headers only: the Pub/Sub
+// wire format is W3C trace context whatever this says (googclient_traceparent, traceparent). autoprop
+// only reports an unknown name and carries on; here it is an error.
+func propagatorFromEnv() (propagation.TextMapPropagator, string, error) {
+	v := getenv("OTEL_PROPAGATORS")
+	if v == "" {
+		return propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}), "tracecontext,baggage", nil
+	}
+	var names []string
+	for _, n := range strings.Split(v, ",") {
+		if n = strings.ToLower(strings.TrimSpace(n)); n != "" {
+			names = append(names, n)
+		}
+	}
+	if len(names) == 0 {
+		return nil, "", fmt.Errorf("telemetry: OTEL_PROPAGATORS=%q names no propagator (want tracecontext, baggage, b3, b3multi, jaeger, xray, ottrace or none)", v)
+	}
+	p, err := autoprop.TextMapPropagator(names...)
+	if err != nil {
+		return nil, "", fmt.Errorf("telemetry: OTEL_PROPAGATORS=%q: %w (want tracecontext, baggage, b3, b3multi, jaeger, xray, ottrace or none)", v, err)
+	}
+	return p, strings.Join(names, ","), nil
 }

@@ -25,7 +25,6 @@ import (
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	"go.opentelemetry.io/otel/exporters/stdout/stdouttrace"
 	"go.opentelemetry.io/otel/metric"
-	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -81,8 +80,10 @@ type Providers struct {
 // off. Off means a no-op TracerProvider: nothing is recorded or dialled, and an incoming trace context
 // still propagates through the process unchanged. Sampling follows OTEL_TRACES_SAMPLER and
 // OTEL_TRACES_SAMPLER_ARG (default parentbased_always_on), except that the Pub/Sub client's internal
-// bookkeeping spans are never recorded (see WithoutClientBookkeeping); the batch span processor holds
-// DefaultBSPMaxQueueSize spans unless OTEL_BSP_MAX_QUEUE_SIZE says otherwise. Resource: service.name, service.version,
+// bookkeeping spans are never recorded (see WithoutClientBookkeeping). HTTP headers carry what
+// OTEL_PROPAGATORS names (default tracecontext,baggage); Pub/Sub messages always carry W3C trace
+// context. The batch span processor holds DefaultBSPMaxQueueSize spans unless OTEL_BSP_MAX_QUEUE_SIZE
+// says otherwise. Resource: service.name, service.version,
 // service.instance.id (hostname-pid), host.name, the SDK's telemetry.sdk.*, then
 // OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME, which win.
 //
@@ -143,13 +144,13 @@ func Setup(ctx context.Context, opts Options) (*Providers, error) {
 
 	otel.SetTracerProvider(p.tp)
 	otel.SetMeterProvider(p.mp)
-	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
+	otel.SetTextMapPropagator(cfg.propagator)
 	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
 		log.Warn("telemetry: opentelemetry error", "err", err)
 	}))
 
 	svc, _ := res.Set().Value("service.name")
-	attrs := []any{"service", svc.AsString(), "traces", p.TracesExporter(), "metrics", "prometheus"}
+	attrs := []any{"service", svc.AsString(), "traces", p.TracesExporter(), "metrics", "prometheus", "propagators", cfg.propTxt}
 	if len(cfg.exporters) > 0 {
 		attrs = append(attrs, "sampler", cfg.samplerTxt)
 	}

@@ -33,7 +33,7 @@ var envKeys = []string{
 	"OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_TRACES_SAMPLER",
 	"OTEL_TRACES_SAMPLER_ARG", "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES", "OTEL_SDK_DISABLED",
 	"GOOGLE_CLOUD_PROJECT", "K_SERVICE", "CLOUD_RUN_JOB", "FUNCTION_TARGET", "GAE_SERVICE",
-	"OTEL_BSP_SCHEDULE_DELAY", "OTEL_EXPORTER_OTLP_TIMEOUT",
+	"OTEL_BSP_SCHEDULE_DELAY", "OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_PROPAGATORS",
 }
 
 func cleanEnv(t *testing.T, kv ...string) {
@@ -101,6 +101,8 @@ func TestSetupExporterSelection(t *testing.T) {
 		{name: "endpoint without scheme", env: []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "127.0.0.1:4317"}, wantErr: []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "127.0.0.1:4317", "http://"}},
 		{name: "bad sampler", env: []string{"OTEL_TRACES_SAMPLER", "sometimes"}, wantErr: []string{"OTEL_TRACES_SAMPLER", "sometimes"}},
 		{name: "bad sampler arg", env: []string{"OTEL_TRACES_SAMPLER", "traceidratio", "OTEL_TRACES_SAMPLER_ARG", "1.5"}, wantErr: []string{"OTEL_TRACES_SAMPLER_ARG", "1.5"}},
+		{name: "unknown propagator", env: []string{"OTEL_PROPAGATORS", "tracecontext,zipkin"}, wantErr: []string{"OTEL_PROPAGATORS", "zipkin", "b3multi"}},
+		{name: "empty propagator list", env: []string{"OTEL_PROPAGATORS", " , "}, wantErr: []string{"OTEL_PROPAGATORS", "names no propagator"}},
 		{name: "bad resource attributes", env: []string{"OTEL_RESOURCE_ATTRIBUTES", "novalue"}, wantErr: []string{"OTEL_RESOURCE_ATTRIBUTES"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -284,20 +286,40 @@ func TestSamplerAlwaysOffExportsNothing(t *testing.T) {
 }
 
 func TestPropagatorsInstalled(t *testing.T) {
-	cleanEnv(t, "OTEL_TRACES_EXPORTER", "console")
-	p, err := Setup(context.Background(), Options{ServiceName: "svc", Logger: quietLogger(), ConsoleWriter: &bytes.Buffer{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer shutdown(t, p)
-	m, _ := baggage.NewMember("tenant", "acme")
-	b, _ := baggage.New(m)
-	ctx, span := otel.Tracer("t").Start(baggage.ContextWithBaggage(context.Background(), b), "s")
-	defer span.End()
-	c := propagation.MapCarrier{}
-	otel.GetTextMapPropagator().Inject(ctx, c)
-	if !strings.Contains(c["traceparent"], span.SpanContext().TraceID().String()) || c["baggage"] != "tenant=acme" {
-		t.Errorf("injected %v", c)
+	for _, tc := range []struct {
+		env        string // OTEL_PROPAGATORS
+		want, miss []string
+	}{
+		{env: "", want: []string{"traceparent", "baggage"}, miss: []string{"b3"}},
+		{env: "b3", want: []string{"b3"}, miss: []string{"traceparent", "baggage"}},
+		{env: "tracecontext, B3MULTI", want: []string{"traceparent", "x-b3-traceid"}, miss: []string{"baggage", "b3"}},
+		{env: "none", miss: []string{"traceparent", "baggage", "b3"}},
+	} {
+		t.Run("OTEL_PROPAGATORS="+tc.env, func(t *testing.T) {
+			cleanEnv(t, "OTEL_TRACES_EXPORTER", "console", "OTEL_PROPAGATORS", tc.env)
+			p, err := Setup(context.Background(), Options{ServiceName: "svc", Logger: quietLogger(), ConsoleWriter: &bytes.Buffer{}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer shutdown(t, p)
+			m, _ := baggage.NewMember("tenant", "acme")
+			b, _ := baggage.New(m)
+			ctx, span := otel.Tracer("t").Start(baggage.ContextWithBaggage(context.Background(), b), "s")
+			defer span.End()
+			c := propagation.MapCarrier{}
+			otel.GetTextMapPropagator().Inject(ctx, c)
+			tid := span.SpanContext().TraceID().String()
+			for _, k := range tc.want {
+				if v := c[k]; v == "" || (k != "baggage" && !strings.Contains(v, tid)) || (k == "baggage" && v != "tenant=acme") {
+					t.Errorf("header %s = %q in %v (trace %s)", k, v, c, tid)
+				}
+			}
+			for _, k := range tc.miss {
+				if _, ok := c[k]; ok {
+					t.Errorf("header %s injected: %v", k, c)
+				}
+			}
+		})
 	}
 }
 
