@@ -15,6 +15,11 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/pubq/pubq/pkg/telemetry"
 )
 
 // BatcherConfig tunes how claims and completions are grouped into round trips.
@@ -71,6 +76,9 @@ type group struct {
 	forget  []int64 // settled claim records to delete
 	err     error   // the whole round trip failed
 	done    chan struct{}
+	// Traced stores only: the sampled spans of the requests, and the round trip's span.
+	links []trace.Link
+	span  trace.SpanContext
 }
 
 func (g *group) size() int { return len(g.claims) + len(g.leases) }
@@ -175,13 +183,18 @@ func (b *Batcher) Claim(ctx context.Context, req ClaimRequest) (ClaimResult, err
 		b.mu.Unlock()
 		return ClaimResult{}, ErrBatcherClosed
 	}
+	sc := b.requestSpan(ctx)
 	g := b.groupLocked()
 	i := len(g.claims)
 	g.claims = append(g.claims, req)
+	if sc.IsSampled() {
+		g.links = append(g.links, trace.Link{SpanContext: sc})
+	}
 	b.maybeFlushLocked()
 	b.mu.Unlock()
 	select {
 	case <-g.done:
+		linkRoundTrip(ctx, sc, g, "claim")
 		return g.results[i], g.err
 	case <-ctx.Done():
 		// The claim may still happen; its lease then expires and the job is taken over.
@@ -196,13 +209,18 @@ func (b *Batcher) Complete(ctx context.Context, l Lease) error {
 		b.mu.Unlock()
 		return ErrBatcherClosed
 	}
+	sc := b.requestSpan(ctx)
 	g := b.groupLocked()
 	i := len(g.leases)
 	g.leases = append(g.leases, l)
+	if sc.IsSampled() {
+		g.links = append(g.links, trace.Link{SpanContext: sc})
+	}
 	b.maybeFlushLocked()
 	b.mu.Unlock()
 	select {
 	case <-g.done:
+		linkRoundTrip(ctx, sc, g, "completion")
 		if g.err != nil {
 			return g.err
 		}
@@ -212,6 +230,24 @@ func (b *Batcher) Complete(ctx context.Context, l Lease) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// requestSpan is the span a request is made under, when the store is traced: untraced, the context
+// is not searched (the Pub/Sub client's contexts are deep).
+func (b *Batcher) requestSpan(ctx context.Context) trace.SpanContext {
+	if b.s.tracer == nil {
+		return trace.SpanContext{}
+	}
+	return trace.SpanContextFromContext(ctx)
+}
+
+// linkRoundTrip links a request's span to the round trip that carried it, whose span (with the
+// round trip's SQL under it) links back to every request's span: a job's trace leads to its claim and
+// completion queries, though they ran in a batch of their own.
+func linkRoundTrip(ctx context.Context, sc trace.SpanContext, g *group, what string) {
+	if sc.IsSampled() && g.span.IsValid() {
+		trace.SpanFromContext(ctx).AddLink(trace.Link{SpanContext: g.span, Attributes: []attribute.KeyValue{telemetry.AttrLink.String(what)}})
 	}
 }
 
@@ -299,6 +335,14 @@ func (b *Batcher) startFlushLocked() {
 func (b *Batcher) flush(g *group) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	var span trace.Span
+	if len(g.links) > 0 {
+		// A trace of its own: it serves many jobs' traces, linked (the SDK keeps the first 128 links;
+		// every job's span links here whatever the count).
+		ctx, span = b.s.tracer.Start(ctx, "pubq batch", trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindInternal),
+			trace.WithLinks(g.links...), trace.WithAttributes(telemetry.AttrBatchClaims.Int(len(g.claims)), telemetry.AttrBatchCompletions.Int(len(g.leases))))
+		g.span = span.SpanContext()
+	}
 	g.results = make([]ClaimResult, len(g.claims))
 	g.lost = make([]bool, len(g.leases))
 	var err error
@@ -315,6 +359,13 @@ func (b *Batcher) flush(g *group) {
 		b.mu.Unlock()
 	}
 	g.err = err
+	if span != nil {
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End() // before the jobs go on, so the round trip ends within their spans
+	}
 	close(g.done)
 }
 

@@ -17,7 +17,11 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
 )
+
+const tracerName = "github.com/pubq/pubq/pkg/store"
 
 // Errors returned by the store.
 var (
@@ -40,8 +44,12 @@ type Config struct {
 	PrivateIP bool
 	// MaxConns caps the pool. Default 16.
 	MaxConns int32
-	// Trace adds otelpgx spans for every query (pubq's own included). Default false.
+	// Trace adds otelpgx spans for queries run under a recording span (pubq's own included; otelpgx
+	// skips the rest, such as outbox polls), and a span per batched round trip of claims and
+	// completions, linked both ways with the spans of the jobs it carried. Default false.
 	Trace bool
+	// TracerProvider for those spans. Default: the global one when Open runs.
+	TracerProvider trace.TracerProvider
 }
 
 // Validate reports a configuration mistake (Open checks the same), so a command can tell it from a
@@ -67,6 +75,7 @@ type Store struct {
 	pool      *pgxpool.Pool
 	poolCfg   *pgxpool.Config // kept to open partitions with the same dialing
 	dialer    *cloudsqlconn.Dialer
+	tracer    trace.Tracer // nil unless Config.Trace
 	closeOnce sync.Once
 }
 
@@ -110,7 +119,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		pc.MaxConns = cfg.MaxConns
 	}
 	if cfg.Trace {
-		pc.ConnConfig.Tracer = otelpgx.NewTracer()
+		tp := cfg.TracerProvider
+		if tp == nil {
+			tp = otel.GetTracerProvider()
+		}
+		pc.ConnConfig.Tracer = otelpgx.NewTracer(otelpgx.WithTracerProvider(tp))
+		s.tracer = tp.Tracer(tracerName)
 	}
 	s.poolCfg = pc.Copy()
 	s.pool, err = pgxpool.NewWithConfig(ctx, pc)

@@ -11,6 +11,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"go.opentelemetry.io/otel/attribute"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pubq/pubq/pkg/job"
@@ -925,4 +929,155 @@ func TestClaimRecords(t *testing.T) {
 	if err := st.Pool().QueryRow(ctx, `SELECT count(*) FROM pubq.claims WHERE id = $1`, f.Record).Scan(&left); err != nil || left != 0 {
 		t.Fatalf("record of a settled job left after Close: %d %v", left, err)
 	}
+}
+
+// With Trace on, a batched round trip has a span of its own with the round trip's SQL under it, linked
+// both ways with the spans of the jobs it carried; queries outside any span are not traced, and a
+// round trip that carries no sampled job has no span.
+func TestBatcherRoundTripSpans(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	ctx := context.Background()
+	st, err := store.Open(ctx, store.Config{URL: testenv.Postgres(t), Trace: true, TracerProvider: tp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	if _, err := st.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	count(t, st, `SELECT count(*) FROM pubq.jobs`)
+	b := batcher(t, st, "w1", 30*time.Second)
+	claim(t, b, "untraced") // no span in its context
+	before := len(rec.Ended())
+	if before != 0 {
+		t.Fatalf("queries outside any span were traced: %v", spanNames(rec.Ended()))
+	}
+
+	tracer := tp.Tracer("test")
+	keys := []string{"traced-a", "traced-b"}
+	jobCtx := make([]context.Context, len(keys))
+	jobSpan := make([]trace.Span, len(keys))
+	for i, k := range keys {
+		jobCtx[i], jobSpan[i] = tracer.Start(ctx, "job "+k)
+		b.Enter()
+	}
+	res := make([]store.ClaimResult, len(keys))
+	var g errgroup.Group
+	for i, k := range keys {
+		g.Go(func() error {
+			defer b.Leave()
+			r, err := b.Claim(jobCtx[i], store.ClaimRequest{Key: k, Queue: "default", Kind: "demo.record", MaxAttempts: 3, Payload: []byte(`{}`)})
+			res[i] = r
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	b.Enter()
+	if err := b.Complete(jobCtx[0], store.Lease{Key: keys[0], Fence: res[0].Fence}); err != nil {
+		t.Fatal(err)
+	}
+	b.Leave()
+	for _, s := range jobSpan {
+		s.End()
+	}
+
+	spans := rec.Ended()[before:]
+	byName := map[string][]sdktrace.ReadOnlySpan{}
+	for _, s := range spans {
+		byName[s.Name()] = append(byName[s.Name()], s)
+	}
+	batches := byName["pubq batch"]
+	if len(batches) != 2 {
+		t.Fatalf("%d round-trip spans, want 2 (the claims, the completion): %v", len(batches), spanNames(spans))
+	}
+	var claimBatch, completeBatch sdktrace.ReadOnlySpan
+	for _, s := range batches {
+		attrs := map[attribute.Key]int64{}
+		for _, a := range s.Attributes() {
+			attrs[a.Key] = a.Value.AsInt64()
+		}
+		switch {
+		case attrs["pubq.batch.claims"] == 2 && attrs["pubq.batch.completions"] == 0:
+			claimBatch = s
+		case attrs["pubq.batch.claims"] == 0 && attrs["pubq.batch.completions"] == 1:
+			completeBatch = s
+		default:
+			t.Fatalf("round-trip span attributes %v", s.Attributes())
+		}
+		if s.Parent().IsValid() {
+			t.Errorf("round-trip span has parent %v, want a root", s.Parent())
+		}
+	}
+	if claimBatch == nil || completeBatch == nil {
+		t.Fatalf("want one claim and one completion round trip")
+	}
+	linked := func(s sdktrace.ReadOnlySpan) map[trace.SpanID]string {
+		m := map[trace.SpanID]string{}
+		for _, l := range s.Links() {
+			m[l.SpanContext.SpanID()] = ""
+			for _, a := range l.Attributes {
+				if a.Key == "pubq.link" {
+					m[l.SpanContext.SpanID()] = a.Value.AsString()
+				}
+			}
+		}
+		return m
+	}
+	for i, s := range jobSpan {
+		if _, ok := linked(claimBatch)[s.SpanContext().SpanID()]; !ok {
+			t.Errorf("claim round trip does not link to job %d's span", i)
+		}
+	}
+	if _, ok := linked(completeBatch)[jobSpan[0].SpanContext().SpanID()]; !ok || len(completeBatch.Links()) != 1 {
+		t.Errorf("completion round trip links %v, want job 0's span only", completeBatch.Links())
+	}
+	for _, s := range byName["job traced-a"] {
+		l := linked(s)
+		if l[claimBatch.SpanContext().SpanID()] != "claim" || l[completeBatch.SpanContext().SpanID()] != "completion" {
+			t.Errorf("job span links %v, want the claim and the completion round trips", s.Links())
+		}
+	}
+	for _, s := range byName["job traced-b"] {
+		if l := linked(s); len(l) != 1 || l[claimBatch.SpanContext().SpanID()] != "claim" {
+			t.Errorf("job span links %v, want the claim round trip", s.Links())
+		}
+	}
+	// The round trip's SQL is under its span: the claim statement (in otelpgx's batch span) under the claim's.
+	parent := map[trace.SpanID]trace.SpanID{}
+	for _, s := range spans {
+		parent[s.SpanContext().SpanID()] = s.Parent().SpanID()
+	}
+	under := func(s sdktrace.ReadOnlySpan, ancestor trace.SpanID) bool {
+		for id := s.Parent().SpanID(); id.IsValid(); id = parent[id] {
+			if id == ancestor {
+				return true
+			}
+		}
+		return false
+	}
+	var claimSQL bool
+	for _, s := range spans {
+		if !under(s, claimBatch.SpanContext().SpanID()) {
+			continue
+		}
+		for _, a := range s.Attributes() {
+			if a.Key == "db.query.text" && strings.Contains(a.Value.AsString(), "INSERT INTO pubq.jobs") {
+				claimSQL = true
+			}
+		}
+	}
+	if !claimSQL {
+		t.Errorf("no claim statement under the claim round trip's span: %v", spanNames(spans))
+	}
+}
+
+func spanNames(spans []sdktrace.ReadOnlySpan) []string {
+	var out []string
+	for _, s := range spans {
+		out = append(out, s.Name())
+	}
+	return out
 }

@@ -21,6 +21,13 @@ const (
 	AttrJobKey     = attribute.Key("pubq.job.key")
 	AttrJobID      = attribute.Key("pubq.job.id")
 	AttrJobAttempt = attribute.Key("pubq.job.attempt")
+
+	// AttrLink says what a span link points at: previous_attempt (a retry's earlier attempt), claim or
+	// completion (the batched round trip that carried the job's claim or completion).
+	AttrLink = attribute.Key("pubq.link")
+	// On a batched round trip's span (pubq batch): how many claims and completions it carried.
+	AttrBatchClaims      = attribute.Key("pubq.batch.claims")
+	AttrBatchCompletions = attribute.Key("pubq.batch.completions")
 )
 
 // MessagingSystem is the messaging.system value for Google Cloud Pub/Sub.

@@ -14,6 +14,8 @@ const (
 	attrJobKey     = "pubq.job.key"
 	attrJobID      = "pubq.job.id"
 	attrJobAttempt = "pubq.job.attempt"
+	// On the worker's batched claim/completion round-trip spans ("pubq batch"), which job spans link to.
+	attrBatchClaims = "pubq.batch.claims"
 )
 
 // Fetch gets traces by id from src, in start order.
@@ -31,8 +33,9 @@ func Fetch(ctx context.Context, src Source, traceIDs ...string) ([]*Trace, error
 }
 
 // FetchJob finds a job's traces with src.FindJob and then follows span links to the traces they point
-// at that the search did not return (an attempt whose spans lack the key, the producer's trace),
-// breadth first, up to q.MaxTraces in all. Linked traces the backend no longer has are skipped. The
+// at that the search did not return (an attempt whose spans lack the key, the producer's trace, the
+// round trips that claimed and completed it), breadth first, up to q.MaxTraces in all. The links of a
+// round trip's span, to every job it carried, are not followed. Linked traces the backend no longer has are skipped. The
 // result is in start order; no trace at all is an error wrapping ErrNotFound.
 func FetchJob(ctx context.Context, src Source, q JobQuery) ([]*Trace, error) {
 	q = q.withDefaults()
@@ -60,6 +63,9 @@ func FetchJob(ctx context.Context, src Source, q JobQuery) ([]*Trace, error) {
 		t := queue[0]
 		queue = queue[1:]
 		for _, s := range t.Spans {
+			if _, ok := s.Attributes[attrBatchClaims]; ok {
+				continue // a round trip serving many jobs: it links to all of them
+			}
 			for _, l := range s.Links {
 				if have[l.TraceID] || len(out) >= q.MaxTraces {
 					continue

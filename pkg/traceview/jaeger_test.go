@@ -1,6 +1,7 @@
 package traceview
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -453,5 +454,78 @@ func TestDecodeJaegerVariants(t *testing.T) {
 		if _, err := DecodeJaeger(strings.NewReader(bad)); err == nil || !strings.HasPrefix(err.Error(), "traceview: ") {
 			t.Errorf("%s: err = %v", name, err)
 		}
+	}
+}
+
+// memSource serves traces from memory and records which ids were fetched.
+type memSource struct {
+	traces  map[string]*Trace
+	fetched []string
+}
+
+func (m *memSource) Trace(_ context.Context, id string) (*Trace, error) {
+	m.fetched = append(m.fetched, id)
+	if t, ok := m.traces[id]; ok {
+		return t, nil
+	}
+	return nil, ErrNotFound
+}
+
+func (m *memSource) FindJob(_ context.Context, q JobQuery) ([]*Trace, error) {
+	var out []*Trace
+	for _, t := range m.traces {
+		for _, s := range t.Spans {
+			if s.Attributes[attrJobKey] == q.Key {
+				out = append(out, t)
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
+// A job's span links to the round trip that claimed it, which links to every job it carried: FetchJob
+// brings the round trip's trace (its SQL) but not the other jobs', and Render lists the round trip's
+// links to traces not shown as a count.
+func TestFetchJobStopsAtRoundTrips(t *testing.T) {
+	t0 := time.Date(2026, 11, 26, 2, 0, 0, 0, time.UTC)
+	id := func(c byte) string { return strings.Repeat(string(c), 32) }
+	sid := func(c byte) string { return strings.Repeat(string(c), 16) }
+	job := func(c byte, key string) *Trace {
+		return &Trace{TraceID: id(c), Spans: []Span{{TraceID: id(c), SpanID: sid(c), Name: "pubq job demo", Service: "pubq-worker",
+			Start: t0, Duration: time.Millisecond, Attributes: map[string]string{attrJobKey: key},
+			Links: []Link{{TraceID: id('f'), SpanID: sid('f')}}}}}
+	}
+	var links []Link
+	for _, c := range []byte("abcde") {
+		links = append(links, Link{TraceID: id(c), SpanID: sid(c)})
+	}
+	rt := &Trace{TraceID: id('f'), Spans: []Span{
+		{TraceID: id('f'), SpanID: sid('f'), Name: "pubq batch", Service: "pubq-worker", Start: t0, Duration: 2 * time.Millisecond,
+			Attributes: map[string]string{attrBatchClaims: "5"}, Links: links},
+		{TraceID: id('f'), SpanID: "1111111111111111", ParentSpanID: sid('f'), Name: "WITH", Service: "pubq-worker", Start: t0, Duration: time.Millisecond},
+	}}
+	src := &memSource{traces: map[string]*Trace{id('f'): rt}}
+	for _, c := range []byte("abcde") {
+		src.traces[id(c)] = job(c, "job-"+string(c))
+	}
+	got, err := FetchJob(context.Background(), src, JobQuery{Key: "job-a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids := strings.Join(traceIDs(got), ","); ids != id('a')+","+id('f') {
+		t.Errorf("FetchJob = %s, want the job's trace and its round trip's only", ids)
+	}
+	if f := strings.Join(src.fetched, ","); f != id('f') {
+		t.Errorf("fetched %s, want the round trip only", f)
+	}
+	var out bytes.Buffer
+	if err := Render(&out, got, RenderOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	text := out.String()
+	if !strings.Contains(text, `"pubq batch" `+sid('f')+" -> 4 more spans in traces not shown") ||
+		!strings.Contains(text, "span "+sid('a')+` "pubq job demo"`) || strings.Contains(text, sid('b')) {
+		t.Errorf("render:\n%s", text)
 	}
 }

@@ -258,6 +258,9 @@ func (r *renderer) attrs(s Span, inherited map[string]string) (string, map[strin
 	return strings.Join(parts, " "), shown
 }
 
+// maxHiddenLinks is how many links of one span to traces not shown are listed one by one.
+const maxHiddenLinks = 3
+
 func (r *renderer) links(t *Trace) {
 	describe := func(traceID, spanID string) string {
 		n, ok := r.index[traceID]
@@ -273,8 +276,17 @@ func (r *renderer) links(t *Trace) {
 	spans := append([]Span(nil), t.Spans...)
 	sortSpans(spans)
 	for _, s := range spans {
+		// A round trip links to every job it carried: list those shown, count the rest.
+		hidden := 0
 		for _, l := range s.Links {
+			if _, shown := r.index[l.TraceID]; !shown && len(s.Links) > maxHiddenLinks {
+				hidden++
+				continue
+			}
 			r.printf("  link: %q %s -> %s\n", s.Name, s.SpanID, describe(l.TraceID, l.SpanID))
+		}
+		if hidden > 0 {
+			r.printf("  link: %q %s -> %d more spans in traces not shown\n", s.Name, s.SpanID, hidden)
 		}
 	}
 	// Links into this trace from the other traces shown.

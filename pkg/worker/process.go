@@ -387,7 +387,7 @@ func (w *Worker) startSpan(ctx, mctx context.Context, m *delivery, j *job.Job) (
 		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: process}))
 	}
 	if prev := telemetry.SpanContextFromTraceParent(m.Attributes[job.AttrPrevTraceParent], ""); prev.IsValid() {
-		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: prev, Attributes: []attribute.KeyValue{attribute.String("pubq.link", "previous_attempt")}}))
+		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: prev, Attributes: []attribute.KeyValue{telemetry.AttrLink.String("previous_attempt")}}))
 	}
 	ctx, span := w.tracer.Start(ctx, "pubq job "+j.Kind, opts...)
 	if span.IsRecording() { // attributes cost allocations; an unsampled span needs none

@@ -12,8 +12,8 @@
 // the "simple batcher" reference point; not in the default modes), pubq (decode, batched claim with lease, no-op handler, batched completion,
 // ack), pubq-traced (pubq with the Pub/Sub client's tracing and pubq's handler spans at 100 % sampling,
 // configured as telemetry.Setup configures the binaries, into an in-process discarding exporter; otelpgx
-// is on too, but the no-op handler runs no SQL and pubq's batched claims and completions run outside any
-// job's span, so no SQL spans are recorded), pubq-traced-lite (the same, but received by a client
+// is on too: the no-op handler runs no SQL, and each batched round trip of claims and completions is a
+// pubq batch span with its SQL under it, linked with the jobs' spans), pubq-traced-lite (the same, but received by a client
 // without its own tracing, as the worker does with PUBQ_PUBSUB_RECEIVE_TRACING=false: the handler span
 // continues the publisher's create span; not in the default modes).
 //

@@ -141,6 +141,46 @@ func assertAncestry(t *testing.T, idx map[string]otlptest.Span, s otlptest.Span,
 	return cur
 }
 
+// descends reports whether s is below the span ancestor (by parent ids within idx).
+func descends(idx map[string]otlptest.Span, s otlptest.Span, ancestor string) bool {
+	for id := s.ParentSpanID; id != ""; {
+		if id == ancestor {
+			return true
+		}
+		p, ok := idx[id]
+		if !ok {
+			return false
+		}
+		id = p.ParentSpanID
+	}
+	return false
+}
+
+// claimRoundTrip is the "pubq batch" span that h links to as its claim (pubq.link=claim), if the claim
+// statement was received under it.
+func claimRoundTrip(spans []otlptest.Span, h otlptest.Span) *otlptest.Span {
+	idx := byID(spans)
+	for _, l := range h.Links {
+		if l.Attributes["pubq.link"] != "claim" {
+			continue
+		}
+		rt, ok := idx[l.SpanID]
+		if !ok || rt.Name != "pubq batch" {
+			continue
+		}
+		var under []otlptest.Span
+		for _, s := range otlptest.InTrace(spans, rt.TraceID) {
+			if descends(idx, s, rt.SpanID) {
+				under = append(under, s)
+			}
+		}
+		if findSQL(under, "WITH", "INSERT INTO pubq.jobs", "pubq.claims") != nil {
+			return &rt
+		}
+	}
+	return nil
+}
+
 // linksTo reports whether s has a link to the span id of target (and, if attr is not empty, the link
 // carries pubq.link=attr).
 func linksTo(s, target otlptest.Span, attr string) bool {

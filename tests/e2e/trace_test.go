@@ -37,7 +37,7 @@ func TestTraceAcrossProcesses(t *testing.T) {
 	t.Run("OneTraceFromHTTPToSQL", func(t *testing.T) {
 		spans := rcv.WaitFor(t, spanWait, all(received("demo.record", rec.Key, 1, 5), func(spans []otlptest.Span) bool {
 			h := handlerSpans(spans, "demo.record", rec.Key)
-			return hasSQL(children(spans, h[0].SpanID))
+			return hasSQL(children(spans, h[0].SpanID)) && claimRoundTrip(spans, h[0]) != nil
 		}))
 		idx := byID(spans)
 		h := handlerSpans(spans, "demo.record", rec.Key)[0]
@@ -86,6 +86,30 @@ func TestTraceAcrossProcesses(t *testing.T) {
 		}
 		if !insert.Start.Before(complete.Start) {
 			t.Errorf("the completion UPDATE started before the handler's INSERT")
+		}
+		// pubq's own queries. The producer's idempotent insert and its outbox row run in the request,
+		// under the enqueue span.
+		enqueue := otlptest.Named(otlptest.InTrace(spans, recTrace), "pubq enqueue")
+		if len(enqueue) != 1 {
+			t.Fatalf("%d enqueue spans in the trace, want 1", len(enqueue))
+		}
+		var underEnqueue []otlptest.Span
+		for _, s := range spans {
+			if s.TraceID == recTrace && s.SpanID != enqueue[0].SpanID && descends(idx, s, enqueue[0].SpanID) {
+				underEnqueue = append(underEnqueue, s)
+			}
+		}
+		if findSQL(underEnqueue, "INSERT", "INSERT INTO pubq.jobs", "payload_hash") == nil || findSQL(underEnqueue, "INSERT", "INSERT INTO pubq.outbox") == nil {
+			t.Errorf("want the job and outbox INSERTs under the enqueue span; got:\n%s", otlptest.Summary(underEnqueue))
+		}
+		// The worker's claim ran in a batched round trip: a trace of its own, linked both ways with
+		// the handler span, with the claim statement under it.
+		rt := claimRoundTrip(spans, h)
+		if rt == nil {
+			t.Fatalf("the handler span links to no claim round trip with the claim statement under it; links %+v", h.Links)
+		}
+		if rt.Service != workerService || !linksTo(*rt, h, "") || rt.TraceID == recTrace {
+			t.Errorf("claim round trip %s (service %s, trace %s) does not link back to the handler span, or is in the job's trace", rt.SpanID, rt.Service, rt.TraceID)
 		}
 		// Every span of both processes that concerns this job is in this one trace.
 		services := map[string]bool{}
@@ -140,8 +164,10 @@ func TestTraceAcrossProcesses(t *testing.T) {
 		if last := hs[2]; last.Status.Code == codes.Error || hasEvent(last, "exception") {
 			t.Errorf("attempt 3 succeeded but its span has status %+v, events %v", last.Status, last.Events)
 		}
-		if len(hs[0].Links) != 0 {
-			t.Errorf("attempt 1 has links %+v, want none", hs[0].Links)
+		for _, l := range hs[0].Links {
+			if l.Attributes["pubq.link"] == "previous_attempt" {
+				t.Errorf("attempt 1 links to a previous attempt: %+v", hs[0].Links)
+			}
 		}
 	})
 
