@@ -10,9 +10,12 @@
 //   - Cloud Trace (NewCloudTrace): API v1 GetTrace and ListTraces with the label filter
 //     +pubq.job.key:"K". That API carries no span links; attempts are found by their label.
 //
-// A job's attempts may be one trace (the worker continues the producer's trace) or several: a retry
-// scheduled by pubq starts a new trace linked to the attempt before it. FetchJob searches by job key
-// and then follows links to traces the search missed. Render prints each trace in start order: a
+// A job pubq retries stays in one trace: each retry is published as a child of the failed attempt's
+// span, and its handler span links to that attempt too. Other traces a job touches are linked: the
+// worker's batched claim and completion round trips (each a trace of its own, serving many jobs), and
+// attempts recorded by an older worker that started a trace per retry. FetchJob searches by job key and
+// then follows links to traces the search missed, except a round trip's links to the other jobs it
+// carried, which Render counts rather than lists. Render prints each trace in start order: a
 // header, then one line per span — the tree by parent (children in start order), service, duration,
 // a bar on the trace's timeline, ERROR with the status message, and the job key, kind, attempt, queue,
 // message id and a one-line, cut db statement — then the links between traces.

@@ -13,7 +13,11 @@ import (
 	"text/tabwriter"
 	"time"
 
+	cloudtrace "cloud.google.com/go/trace/apiv1"
 	"github.com/schollz/progressbar/v3"
+	"google.golang.org/api/option"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/pubq/pubq/pkg/dashboard"
 	"github.com/pubq/pubq/pkg/inspect"
@@ -388,50 +392,29 @@ func (c *cli) printResult(res *inspect.ActionResult) error {
 func (c *cli) cmdTrace(args []string) error {
 	fs := c.flags("trace")
 	jaeger := fs.String("jaeger", "", "Jaeger query API base URL (default $PUBQ_JAEGER_URL, else http://127.0.0.1:16686)")
-	lookback := fs.Duration("lookback", 48*time.Hour, "how far back Jaeger searches for the job's spans")
+	project := fs.String("cloud-trace-project", "", "read from Cloud Trace in this project instead of Jaeger (default $PUBQ_CLOUD_TRACE_PROJECT)")
+	byID := fs.Bool("id", false, "the argument is a trace id, not a job key (no database needed)")
+	lookback := fs.Duration("lookback", 48*time.Hour, "how far back the job's spans are searched for")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
 	}
-	key, err := oneKey(pos, "trace")
+	arg, err := oneKey(pos, "trace")
 	if err != nil {
 		return err
 	}
-	base := *jaeger
-	if base == "" {
-		base = c.getenv("PUBQ_JAEGER_URL")
-	}
-	if base == "" {
-		base = "http://127.0.0.1:16686"
-	}
-	insp, err := c.inspector()
+	src, where, closeSrc, err := c.traceSource(*jaeger, *project)
 	if err != nil {
 		return err
 	}
-	j, err := insp.Job(c.ctx, key, false)
-	if err != nil {
-		return err
-	}
-	src := traceview.NewJaeger(base, nil)
-	traces, err := traceview.FetchJob(c.ctx, src, traceview.JobQuery{Key: key, Lookback: *lookback})
-	if errors.Is(err, traceview.ErrNotFound) {
-		// The search found nothing (the spans lack the key, or the service list is empty): fetch the
-		// trace ids the database recorded instead, skipping those the backend no longer has.
-		traces, err = nil, nil
-		for _, id := range traceIDsOf(j) {
-			t, ferr := traceview.Fetch(c.ctx, src, id)
-			if ferr != nil && !errors.Is(ferr, traceview.ErrNotFound) {
-				err = ferr
-				break
-			}
-			traces = append(traces, t...)
+	defer closeSrc()
+	var traces []*traceview.Trace
+	if *byID {
+		if traces, err = traceview.Fetch(c.ctx, src, arg); err != nil {
+			return fmt.Errorf("pubq: fetching trace %s from %s: %w", arg, where, err)
 		}
-	}
-	if err != nil {
-		return fmt.Errorf("pubq: fetching traces of %q from %s: %w", key, base, err)
-	}
-	if len(traces) == 0 {
-		return fmt.Errorf("pubq: %s has no trace of job %q (trace ids in the database: %s)", base, key, strings.Join(traceIDsOf(j), ", "))
+	} else if traces, err = c.jobTraces(src, where, arg, *lookback); err != nil {
+		return err
 	}
 	if c.json {
 		return c.printJSON(traces)
@@ -439,7 +422,66 @@ func (c *cli) cmdTrace(args []string) error {
 	return traceview.Render(c.stdout, traces, traceview.RenderOptions{})
 }
 
-// traceIDsOf lists the job's trace ids from the database, oldest attempt first, without repeats.
+// traceSource is Cloud Trace when a project is given (flag or PUBQ_CLOUD_TRACE_PROJECT), else Jaeger.
+// PUBQ_CLOUD_TRACE_ENDPOINT (host:port, plaintext, no credentials) points it at a fake, for tests.
+func (c *cli) traceSource(jaeger, project string) (traceview.Source, string, func(), error) {
+	if project == "" {
+		project = c.getenv("PUBQ_CLOUD_TRACE_PROJECT")
+	}
+	if project != "" {
+		var opts []option.ClientOption
+		if ep := c.getenv("PUBQ_CLOUD_TRACE_ENDPOINT"); ep != "" {
+			opts = append(opts, option.WithEndpoint(ep), option.WithoutAuthentication(),
+				option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
+		}
+		client, err := cloudtrace.NewClient(c.ctx, opts...)
+		if err != nil {
+			return nil, "", nil, fmt.Errorf("pubq: Cloud Trace client (credentials from the environment): %w", err)
+		}
+		return traceview.NewCloudTrace(client, project), "Cloud Trace project " + project, func() { _ = client.Close() }, nil
+	}
+	if jaeger == "" {
+		jaeger = c.getenv("PUBQ_JAEGER_URL")
+	}
+	if jaeger == "" {
+		jaeger = "http://127.0.0.1:16686"
+	}
+	return traceview.NewJaeger(jaeger, nil), jaeger, func() {}, nil
+}
+
+// jobTraces searches the backend for the job's spans by key. If it finds none (the spans lack the key,
+// or Jaeger's service list is empty), it fetches the trace ids the database recorded for the job's
+// attempts, skipping those the backend no longer has. The database is needed only then.
+func (c *cli) jobTraces(src traceview.Source, where, key string, lookback time.Duration) ([]*traceview.Trace, error) {
+	traces, err := traceview.FetchJob(c.ctx, src, traceview.JobQuery{Key: key, Lookback: lookback})
+	if err == nil {
+		return traces, nil
+	}
+	if !errors.Is(err, traceview.ErrNotFound) {
+		return nil, fmt.Errorf("pubq: fetching traces of %q from %s: %w", key, where, err)
+	}
+	st, err := c.open()
+	if err != nil {
+		return nil, fmt.Errorf("pubq: %s has no span of job %q, and the database that records its trace ids is unavailable: %w", where, key, err)
+	}
+	j, err := inspect.New(st.Pool(), nil).Job(c.ctx, key, false)
+	if err != nil {
+		return nil, err
+	}
+	ids := traceIDsOf(j)
+	for _, id := range ids {
+		t, ferr := traceview.Fetch(c.ctx, src, id)
+		if ferr != nil && !errors.Is(ferr, traceview.ErrNotFound) {
+			return nil, fmt.Errorf("pubq: fetching trace %s of %q from %s: %w", id, key, where, ferr)
+		}
+		traces = append(traces, t...)
+	}
+	if len(traces) == 0 {
+		return nil, fmt.Errorf("pubq: %s has no trace of job %q (trace ids in the database: %s)", where, key, strings.Join(ids, ", "))
+	}
+	return traces, nil
+}
+
 func traceIDsOf(j *inspect.JobInfo) []string {
 	var out []string
 	seen := map[string]bool{}

@@ -93,7 +93,7 @@ func init() {
 		{"cancel", "<key>", "cancel a scheduled job's next run", (*cli).cmdCancel},
 		{"replay", "(<key>... | --queue Q [--kind K] [--since T] [--until T] | --all) [--dry-run]", "run dead jobs again from attempt 1 with their stored payload", (*cli).cmdReplay},
 		{"purge", "(<key>... | [--state S] --queue Q [--kind K] [--since T] [--until T] | --all) [--dry-run]", "delete finished jobs (succeeded, dead, cancelled) and their attempts", (*cli).cmdPurge},
-		{"trace", "<key> [--jaeger URL]", "print the job's traces as waterfalls, fetched from Jaeger", (*cli).cmdTrace},
+		{"trace", "(<key> | --id TRACE-ID) [--jaeger URL | --cloud-trace-project P]", "print a job's traces (or one trace) as waterfalls, from Jaeger or Cloud Trace", (*cli).cmdTrace},
 		{"dashboard", "[--addr :8090]", "serve the web dashboard", (*cli).cmdDashboard},
 		{"merge", "(--survivor ID --duplicate ID | --file PAIRS.csv) [--dry-run] [--enqueue] [--verify pair|full|off]", "merge duplicate student accounts, each pair in its own transaction (or enqueue account.merge jobs)", (*cli).cmdMerge},
 		{"seed", "--students N [--duplicate-rate 0.02] [--related 10] [--seed 1] [--pairs FILE] [--append]", "generate synthetic students with planted duplicates (benchmark data)", (*cli).cmdSeed},
@@ -108,7 +108,8 @@ const envHelp = `Environment:
   PUBQ_ACTOR               who you are; required for retry, cancel, replay, purge, merge and seed (recorded in pubq.audit)
   PUBQ_JAEGER_URL          Jaeger query API for trace (default http://127.0.0.1:16686; --jaeger overrides)
   PUBQ_DASHBOARD_TOKENS    dashboard: comma-separated login tokens, each "name:secret" or "secret" (16+ bytes)
-  PUBQ_CLOUD_TRACE_PROJECT dashboard: link traces to Cloud Trace in this project instead of Jaeger
+  PUBQ_CLOUD_TRACE_PROJECT trace reads Cloud Trace in this project instead of Jaeger (credentials from the
+                           environment), and the dashboard links there
 
 Times (--since, --until): 2026-11-25, 2026-11-25T14:00 (UTC), RFC 3339, or an age: 90m, 2h, 7d.
 

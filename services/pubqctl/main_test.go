@@ -5,15 +5,22 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"cloud.google.com/go/trace/apiv1/tracepb"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/pubq/pubq/pkg/store"
 	"github.com/pubq/pubq/pkg/testenv"
@@ -392,10 +399,133 @@ func TestTraceRendersTheJobsTraces(t *testing.T) {
 	if code != 0 || !searched || !strings.Contains(stdout, "0af7651916cd43dd8448eb211c80319c") || !strings.Contains(stdout, "pubq job email.send") {
 		t.Fatalf("trace: %d searched=%v\n%s\n%s", code, searched, stdout, stderr)
 	}
+	// The search finds nothing (spans without the key): the trace ids the database recorded are fetched.
+	e.exec(t, `UPDATE pubq.jobs SET trace_parent = '00-0af7651916cd43dd8448eb211c80319c-c300000000000002-01' WHERE key = 'order-42'`)
+	var fetched bool
+	byID := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/api/services":
+			fmt.Fprint(w, `{"data":["pubq-worker"]}`)
+		case "/api/traces":
+			fmt.Fprint(w, `{"data":[]}`)
+		case "/api/traces/0af7651916cd43dd8448eb211c80319c":
+			fetched = true
+			fmt.Fprint(w, fakeTrace)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer byID.Close()
+	if code, stdout, stderr = e.run(t, "trace", "order-42", "--jaeger", byID.URL); code != 0 || !fetched || !strings.Contains(stdout, "pubq job email.send") {
+		t.Fatalf("trace through the database's trace ids: %d fetched=%v\n%s\n%s", code, fetched, stdout, stderr)
+	}
 	// Jaeger down: exit 1 naming the URL.
 	e.vars["PUBQ_JAEGER_URL"] = "http://127.0.0.1:1"
 	if code, _, stderr = e.run(t, "trace", "order-42"); code != 1 || !strings.Contains(stderr, "http://127.0.0.1:1") {
 		t.Fatalf("trace with Jaeger down: %d %q", code, stderr)
+	}
+}
+
+// Without a database: a trace id is fetched as is, and a job key the backend finds needs no database;
+// one it does not find names the database it would have asked.
+func TestTraceWithoutDatabase(t *testing.T) {
+	t.Parallel()
+	jaeger := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/api/services":
+			fmt.Fprint(w, `{"data":["pubq-worker"]}`)
+		case r.URL.Path == "/api/traces/0af7651916cd43dd8448eb211c80319c",
+			r.URL.Path == "/api/traces" && strings.Contains(r.URL.Query().Get("tags"), "order-42"):
+			fmt.Fprint(w, fakeTrace)
+		case r.URL.Path == "/api/traces":
+			fmt.Fprint(w, `{"data":[]}`)
+		default:
+			http.Error(w, `{"data":null,"errors":[{"code":404,"msg":"trace not found"}]}`, http.StatusNotFound)
+		}
+	}))
+	defer jaeger.Close()
+	e := &env{vars: map[string]string{"PUBQ_JAEGER_URL": jaeger.URL}}
+	code, stdout, stderr := e.run(t, "trace", "--id", "0af7651916cd43dd8448eb211c80319c")
+	if code != 0 || !strings.Contains(stdout, "pubq job email.send") {
+		t.Fatalf("trace --id: %d\n%s\n%s", code, stdout, stderr)
+	}
+	if code, _, stderr = e.run(t, "trace", "--id", "00000000000000000000000000000bad"); code != 1 || !strings.Contains(stderr, "00000000000000000000000000000bad") {
+		t.Fatalf("trace --id of a missing trace: %d %q", code, stderr)
+	}
+	if code, stdout, stderr = e.run(t, "trace", "order-42"); code != 0 || !strings.Contains(stdout, "0af7651916cd43dd8448eb211c80319c") {
+		t.Fatalf("trace by key without a database: %d\n%s\n%s", code, stdout, stderr)
+	}
+	if code, _, stderr = e.run(t, "trace", "nowhere"); code == 0 || !strings.Contains(stderr, `no span of job "nowhere"`) || !strings.Contains(stderr, "PUBQ_DATABASE_URL") {
+		t.Fatalf("trace of a key the backend lacks, without a database: %d %q", code, stderr)
+	}
+}
+
+// fakeCloudTrace serves one trace of job order-42 in project proj.
+type fakeCloudTrace struct {
+	tracepb.UnimplementedTraceServiceServer
+	mu      sync.Mutex
+	filters []string
+}
+
+const ctTraceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+func ctJobTrace() *tracepb.Trace {
+	t0 := time.Date(2026, 11, 26, 2, 0, 0, 0, time.UTC)
+	return &tracepb.Trace{ProjectId: "proj", TraceId: ctTraceID, Spans: []*tracepb.TraceSpan{{
+		SpanId: 0xa4, Name: "pubq job email.send", StartTime: timestamppb.New(t0), EndTime: timestamppb.New(t0.Add(30 * time.Millisecond)),
+		Labels: map[string]string{"service.name": "pubq-worker", "pubq.job.key": "order-42", "pubq.job.attempt": "1"},
+	}}}
+}
+
+func (f *fakeCloudTrace) GetTrace(_ context.Context, req *tracepb.GetTraceRequest) (*tracepb.Trace, error) {
+	if req.GetProjectId() != "proj" || req.GetTraceId() != ctTraceID {
+		return nil, status.Error(codes.NotFound, "trace not found")
+	}
+	return ctJobTrace(), nil
+}
+
+func (f *fakeCloudTrace) ListTraces(_ context.Context, req *tracepb.ListTracesRequest) (*tracepb.ListTracesResponse, error) {
+	f.mu.Lock()
+	f.filters = append(f.filters, req.GetFilter())
+	f.mu.Unlock()
+	if req.GetProjectId() != "proj" || !strings.Contains(req.GetFilter(), `"order-42"`) {
+		return &tracepb.ListTracesResponse{}, nil
+	}
+	return &tracepb.ListTracesResponse{Traces: []*tracepb.Trace{ctJobTrace()}}, nil
+}
+
+// With PUBQ_CLOUD_TRACE_PROJECT (or --cloud-trace-project), trace reads Cloud Trace, by id and by key.
+func TestTraceFromCloudTrace(t *testing.T) {
+	t.Parallel()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake := &fakeCloudTrace{}
+	srv := grpc.NewServer()
+	tracepb.RegisterTraceServiceServer(srv, fake)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(lis) }()
+	defer func() { srv.Stop(); <-done }()
+
+	e := &env{vars: map[string]string{"PUBQ_CLOUD_TRACE_ENDPOINT": lis.Addr().String(),
+		"PUBQ_JAEGER_URL": "http://127.0.0.1:1"}} // never asked
+	code, stdout, stderr := e.run(t, "trace", "--cloud-trace-project", "proj", "--id", ctTraceID)
+	if code != 0 || !strings.Contains(stdout, "pubq job email.send") || !strings.Contains(stdout, ctTraceID) {
+		t.Fatalf("trace --id from Cloud Trace: %d\n%s\n%s", code, stdout, stderr)
+	}
+	e.vars["PUBQ_CLOUD_TRACE_PROJECT"] = "proj"
+	if code, stdout, stderr = e.run(t, "trace", "order-42"); code != 0 || !strings.Contains(stdout, "pubq job email.send") {
+		t.Fatalf("trace by key from Cloud Trace: %d\n%s\n%s", code, stdout, stderr)
+	}
+	fake.mu.Lock()
+	filters := strings.Join(fake.filters, " | ")
+	fake.mu.Unlock()
+	if !strings.Contains(filters, `pubq.job.key:"order-42"`) {
+		t.Errorf("Cloud Trace was searched with %q", filters)
+	}
+	if code, _, stderr = e.run(t, "trace", "--id", "00000000000000000000000000000bad"); code != 1 || !strings.Contains(stderr, "Cloud Trace project proj") {
+		t.Fatalf("missing trace in Cloud Trace: %d %q", code, stderr)
 	}
 }
 
