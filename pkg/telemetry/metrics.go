@@ -191,7 +191,8 @@ func (m *Metrics) DuplicateSkipped(ctx context.Context, queue, kind string) {
 	m.duplicates.Add(ctx, 1, m.queueKind(queue, kind))
 }
 
-// QueueWait records the time from enqueue to the start of an attempt (pubq_job_queue_wait_seconds).
+// QueueWait records the time from the publish of an attempt's message to its start
+// (pubq_job_queue_wait_seconds).
 func (m *Metrics) QueueWait(ctx context.Context, queue, kind string, d time.Duration) {
 	if m == nil {
 		return

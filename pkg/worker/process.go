@@ -119,9 +119,13 @@ func (w *Worker) handle(mctx context.Context, rq *runQueue, m *delivery) {
 
 	start := time.Now()
 	w.cfg.Metrics.Started(ctx, q.Name, j.Kind)
-	if j.Attempt == 1 {
-		w.cfg.Metrics.QueueWait(ctx, q.Name, j.Kind, start.Sub(j.EnqueuedAt))
+	// Publish → start, every attempt: the outbox publishes a delayed job or a retry when it is due, so
+	// neither the delay nor the backoff counts as waiting. Enqueue time stands in without a publish time.
+	waitFrom := m.PublishTime
+	if waitFrom.IsZero() {
+		waitFrom = j.EnqueuedAt
 	}
+	w.cfg.Metrics.QueueWait(ctx, q.Name, j.Kind, start.Sub(waitFrom))
 	hctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	// Registered with the lease keeper, which cancels it when the lease is lost or ShutdownTimeout ends.

@@ -17,7 +17,9 @@ import (
 // enqueued again) and 3 duplicate Pub/Sub deliveries of finished jobs (skipped, not run).
 func TestJobMetrics(t *testing.T) {
 	s := newStack(t)
-	w := s.startWorker(t, nil) // tracing off: the metrics do not depend on it
+	// Tracing off: the metrics do not depend on it. A 3 s lease is renewed every second, so the slow
+	// job below is renewed at least once.
+	w := s.startWorker(t, map[string]string{"PUBQ_LEASE": "3s"})
 	p := s.startProducer(t, nil)
 
 	var records []enqueueResult
@@ -28,6 +30,7 @@ func TestJobMetrics(t *testing.T) {
 		p.enqueue(t, "demo.flaky", fmt.Sprintf("m-flaky-%d", i), `{"fail_times":1}`, "")
 	}
 	p.enqueue(t, "demo.flaky", "m-permanent", `{"permanent":true}`, "")
+	p.enqueue(t, "demo.record", "m-slow", `{"sleep_ms":2500}`, "")
 	for i := range 2 { // the same key and payload again: a duplicate, not a new job
 		if r := p.enqueue(t, "demo.record", fmt.Sprintf("m-record-%02d", i), fmt.Sprintf(`{"note":"r%d"}`, i), ""); !r.Duplicate || r.ID != records[i].ID {
 			t.Fatalf("re-enqueueing %s: %+v, want a duplicate of %s", r.Key, r, records[i].ID)
@@ -38,18 +41,18 @@ func TestJobMetrics(t *testing.T) {
 	series := func(name, labels string) string { return name + "{" + labels + "}" }
 	rec, flaky := `kind="demo.record",`+q, `kind="demo.flaky",`+q
 	beforeDuplicates := map[string]float64{
-		series("pubq_jobs_started_total", rec):                                                20,
+		series("pubq_jobs_started_total", rec):                                                21,
 		series("pubq_jobs_started_total", flaky):                                              5, // 2×2 attempts + 1
-		series("pubq_jobs_succeeded_total", rec):                                              20,
+		series("pubq_jobs_succeeded_total", rec):                                              21,
 		series("pubq_jobs_succeeded_total", flaky):                                            2,
 		series("pubq_jobs_failed_total", flaky):                                               3,
 		series("pubq_jobs_retried_total", flaky):                                              2,
 		series("pubq_jobs_dead_lettered_total", flaky+`,reason="permanent"`):                  1,
-		series("pubq_job_duration_seconds_count", rec+`,outcome="succeeded"`):                 20,
+		series("pubq_job_duration_seconds_count", rec+`,outcome="succeeded"`):                 21,
 		series("pubq_job_duration_seconds_count", `kind="demo.flaky",outcome="succeeded",`+q): 2,
 		series("pubq_job_duration_seconds_count", `kind="demo.flaky",outcome="failed",`+q):    3,
-		series("pubq_job_queue_wait_seconds_count", rec):                                      20, // first attempts only
-		series("pubq_job_queue_wait_seconds_count", flaky):                                    3,
+		series("pubq_job_queue_wait_seconds_count", rec):                                      21, // every attempt
+		series("pubq_job_queue_wait_seconds_count", flaky):                                    5,
 	}
 	workerJobs := func() map[string]float64 { return jobSeries(scrape(t, w.url("/metrics"))) }
 	waitMetrics(t, "worker", workerJobs, beforeDuplicates)
@@ -92,12 +95,36 @@ func TestJobMetrics(t *testing.T) {
 	if v, ok := findSeries(all, series("pubq_jobs_in_flight", q)); !ok || v != 0 {
 		t.Errorf("pubq_jobs_in_flight{%s} = %v (found %v), want 0 at rest", q, v, ok)
 	}
+	// The slow job's lease was renewed (2.5 s at a renewal a second); none was lost.
+	if v, ok := findSeries(all, series("pubq_leases_renewed_total", q)); !ok || v < 1 || v > 4 {
+		t.Errorf("pubq_leases_renewed_total{%s} = %v (found %v), want 1 to 4", q, v, ok)
+	}
+	if v, _ := findSeries(all, series("pubq_leases_lost_total", q)); v != 0 {
+		t.Errorf("pubq_leases_lost_total{%s} = %v, want 0", q, v)
+	}
+	// Queue waits are publish → start on an idle worker: each well under the lease.
+	if n, _ := findSeries(all, series("pubq_job_queue_wait_seconds_count", rec)); n > 0 {
+		if sum, _ := findSeries(all, series("pubq_job_queue_wait_seconds_sum", rec)); sum/n > 2 {
+			t.Errorf("mean queue wait %.2fs over %v jobs, want well under 2s", sum/n, n)
+		}
+	}
 
 	// The producer counts what it accepted, duplicates excluded.
 	waitMetrics(t, "producer", func() map[string]float64 { return jobSeries(scrape(t, p.url("/metrics"))) }, map[string]float64{
-		series("pubq_jobs_enqueued_total", rec):   20,
+		series("pubq_jobs_enqueued_total", rec):   21,
 		series("pubq_jobs_enqueued_total", flaky): 3,
 	})
+	// Everything enqueued was relayed: the outbox is empty, so its oldest row has no age.
+	pm := scrape(t, p.url("/metrics"))
+	for _, name := range []string{"pubq_outbox_backlog", "pubq_outbox_oldest_age_seconds"} {
+		v, ok := pm[name]
+		if !ok {
+			v, ok = findSeries(pm, name+"{}")
+		}
+		if !ok || v != 0 {
+			t.Errorf("producer %s = %v (found %v), want 0 once relayed", name, v, ok)
+		}
+	}
 }
 
 // jobSeries keeps pubq's job counters and histogram counts with a non-zero value, each series
