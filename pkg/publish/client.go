@@ -150,7 +150,9 @@ func (c *Client) EnqueueTx(ctx context.Context, tx pgx.Tx, rs ...Request) ([]Res
 
 func (c *Client) count(ctx context.Context, out []Result) {
 	for _, r := range out {
-		if !r.Duplicate {
+		if r.Duplicate {
+			c.cfg.Metrics.DuplicateSkipped(ctx, r.Queue, r.Kind) // the key exists: no new job
+		} else {
 			c.cfg.Metrics.Enqueued(ctx, r.Queue, r.Kind, 1)
 		}
 	}
@@ -215,6 +217,9 @@ func (c *Client) enqueue(ctx context.Context, q store.Querier, rs []Request) ([]
 		q, err := c.Prepare(r)
 		if err != nil {
 			return nil, c.fail(span, fmt.Errorf("job %d (key %q): %w", i, r.Key, err))
+		}
+		if len(rs) == 1 {
+			span.SetAttributes(telemetry.AttrJobQueue.String(q.Name))
 		}
 		// One form per payload, as the HTTP API stores it, so the same job sent through either path (or
 		// re-serialised with other whitespace) hashes the same and is not a key conflict.

@@ -68,7 +68,7 @@ func NewMetrics(mp metric.MeterProvider) (*Metrics, error) {
 	counter(&m.failed, "pubq.jobs.failed", "Job attempts that failed (a retry or a dead letter follows).", "{job}")
 	counter(&m.retried, "pubq.jobs.retried", "Retries scheduled after a failed attempt.", "{job}")
 	counter(&m.deadLettered, "pubq.jobs.dead_lettered", "Jobs dead-lettered, by reason.", "{job}")
-	counter(&m.duplicates, "pubq.jobs.duplicate_skipped", "Deliveries skipped because the job key was already done or running.", "{job}")
+	counter(&m.duplicates, "pubq.jobs.duplicate_skipped", "Jobs not run or not created again because their key was already done or running (worker), or already enqueued (producer).", "{job}")
 	counter(&m.rescued, "pubq.jobs.rescued", "Jobs whose lease had expired and were taken over.", "{job}")
 	counter(&m.leaseRenewed, "pubq.leases.renewed", "Job lease renewals.", "{lease}")
 	counter(&m.leaseLost, "pubq.leases.lost", "Job leases lost to another worker or to expiry.", "{lease}")
@@ -182,8 +182,8 @@ func (m *Metrics) DeadLettered(ctx context.Context, queue, kind, reason string) 
 	m.deadLettered.Add(ctx, 1, m.with(queue, kind, MetricKeyReason, reason))
 }
 
-// DuplicateSkipped counts a delivery skipped because its key was already done or running
-// (pubq_jobs_duplicate_skipped_total).
+// DuplicateSkipped counts a delivery skipped because its key was already done or running, or an
+// enqueue answered with the existing job of its key (pubq_jobs_duplicate_skipped_total).
 func (m *Metrics) DuplicateSkipped(ctx context.Context, queue, kind string) {
 	if m == nil {
 		return

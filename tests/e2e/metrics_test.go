@@ -109,10 +109,11 @@ func TestJobMetrics(t *testing.T) {
 		}
 	}
 
-	// The producer counts what it accepted, duplicates excluded.
+	// The producer counts what it accepted, and the duplicates it answered with the existing job.
 	waitMetrics(t, "producer", func() map[string]float64 { return jobSeries(scrape(t, p.url("/metrics"))) }, map[string]float64{
-		series("pubq_jobs_enqueued_total", rec):   21,
-		series("pubq_jobs_enqueued_total", flaky): 3,
+		series("pubq_jobs_enqueued_total", rec):          21,
+		series("pubq_jobs_enqueued_total", flaky):        3,
+		series("pubq_jobs_duplicate_skipped_total", rec): 2, // the two re-enqueued keys
 	})
 	// Everything enqueued was relayed: the outbox is empty, so its oldest row has no age.
 	pm := scrape(t, p.url("/metrics"))

@@ -93,6 +93,11 @@ func TestTraceAcrossProcesses(t *testing.T) {
 		if len(enqueue) != 1 {
 			t.Fatalf("%d enqueue spans in the trace, want 1", len(enqueue))
 		}
+		for k, want := range map[string]string{"pubq.job.kind": "demo.record", "pubq.job.key": rec.Key, "pubq.job.queue": "default"} {
+			if got := enqueue[0].Attributes[k]; got != want {
+				t.Errorf("enqueue span attribute %s = %q, want %q", k, got, want)
+			}
+		}
 		var underEnqueue []otlptest.Span
 		for _, s := range spans {
 			if s.TraceID == recTrace && s.SpanID != enqueue[0].SpanID && descends(idx, s, enqueue[0].SpanID) {
