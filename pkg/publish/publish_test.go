@@ -2,6 +2,7 @@ package publish_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -9,12 +10,15 @@ import (
 	"time"
 
 	"cloud.google.com/go/pubsub/v2"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/pubq/pubq/pkg/admin"
 	"github.com/pubq/pubq/pkg/job"
 	"github.com/pubq/pubq/pkg/publish"
+	"github.com/pubq/pubq/pkg/pubqtest"
 	"github.com/pubq/pubq/pkg/queue"
 	"github.com/pubq/pubq/pkg/store"
+	"github.com/pubq/pubq/pkg/telemetry"
 	"github.com/pubq/pubq/pkg/testenv"
 )
 
@@ -239,5 +243,48 @@ func TestMaxAttributesFitTheDeadLetter(t *testing.T) {
 	dead := job.DeadLetterAttributes(delivered, "bulk", job.ReasonExhausted, "boom", 3, time.Now())
 	if n := len(dead) + 2; n > 100 { // + the relay's googclient_traceparent and tracestate
 		t.Fatalf("the dead letter would carry %d attributes; Pub/Sub allows 100", n)
+	}
+}
+
+// A publish the relay gives up on (here: the topic does not exist) is logged with the job's key, kind
+// and the trace the job was enqueued in.
+func TestRelayLogsFailedPublishWithTheJob(t *testing.T) {
+	testenv.Emulator(t)
+	c, st, _ := setup(t)
+	ctx := context.Background()
+	ps, err := pubsub.NewClient(ctx, testenv.ProjectID(t)) // no topics: every publish fails
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ps.Close()
+	tid, _ := trace.TraceIDFromHex("4bf92f3577b34da6a3ce929d0e0e4736")
+	sid, _ := trace.SpanIDFromHex("00f067aa0ba902b7")
+	tctx := trace.ContextWithRemoteSpanContext(ctx, trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled}))
+	if _, err := c.Enqueue(tctx, publish.Request{Kind: "demo.record", Key: "k-fail", Payload: []byte(`{"secret":"s3"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	var logs pubqtest.SyncBuffer
+	relay, err := publish.NewRelay(ps, st, &publish.RelayConfig{Logger: telemetry.NewLogger(&logs, telemetry.LoggerOptions{})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := relay.RelayOnce(ctx); n != 0 {
+		t.Fatalf("relayed %d to a missing topic", n)
+	}
+	var line map[string]any
+	for _, l := range strings.Split(logs.String(), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) == nil && m["msg"] == "publish failed; will retry from the outbox" {
+			line = m
+		}
+	}
+	if line == nil {
+		t.Fatalf("no publish-failed line in:\n%s", logs.String())
+	}
+	if line["job_key"] != "k-fail" || line["job_kind"] != "demo.record" || line["trace_id"] != tid.String() {
+		t.Errorf("publish-failed line %v, want the job's key, kind and trace", line)
+	}
+	if strings.Contains(logs.String(), "s3") {
+		t.Errorf("the payload reached the log:\n%s", logs.String())
 	}
 }

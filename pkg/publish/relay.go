@@ -12,9 +12,11 @@ import (
 	"cloud.google.com/go/pubsub/v2"
 	"github.com/cenkalti/backoff/v4"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/pubq/pubq/pkg/job"
 	"github.com/pubq/pubq/pkg/retry"
 	"github.com/pubq/pubq/pkg/store"
 	"github.com/pubq/pubq/pkg/telemetry"
@@ -217,7 +219,10 @@ func (r *Relay) publish(ctx context.Context, msgs []store.OutboxMessage) []error
 	wg.Wait()
 	for i, err := range errs {
 		if err != nil {
-			r.log.Warn("publish failed; will retry from the outbox", "topic", msgs[i].Topic, "job_key", msgs[i].JobKey, "error", err)
+			// The line names the job and carries the trace it was published in.
+			lctx := trace.ContextWithRemoteSpanContext(ctx, telemetry.SpanContextFromTraceParent(msgs[i].TraceParent, ""))
+			lctx = telemetry.WithJob(lctx, telemetry.Job{Key: msgs[i].JobKey, Kind: msgs[i].Attributes[job.AttrKind]})
+			r.log.WarnContext(lctx, "publish failed; will retry from the outbox", "topic", msgs[i].Topic, "error", err)
 		}
 	}
 	return errs

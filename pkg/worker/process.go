@@ -85,7 +85,8 @@ func (w *Worker) handle(mctx context.Context, rq *runQueue, m *delivery) {
 	res, claimedAt, err := w.claim(ctx, rq, j, policy, span)
 	if err != nil {
 		span.RecordError(err)
-		w.log.WarnContext(ctx, "claim failed; message will be redelivered", "error", err, "job_key", j.Key)
+		lctx := telemetry.WithJob(ctx, telemetry.Job{Queue: q.Name, Kind: j.Kind, Key: j.Key, ID: j.ID}) // no attempt yet
+		w.log.WarnContext(lctx, "claim failed; message will be redelivered", "error", err)
 		m.Nack()
 		return
 	}
@@ -341,8 +342,10 @@ func (w *Worker) deadLetterRaw(ctx context.Context, rq *runQueue, m *delivery, j
 	span.RecordError(cause)
 	span.SetStatus(codes.Error, cause.Error())
 	key, kind := "", ""
-	if j != nil {
+	if j != nil { // an unknown kind: the job is known, its handler is not
 		key, kind = j.Key, j.Kind
+		span.SetAttributes(telemetry.JobAttributes(q.Name, j.Kind, j.Key, j.ID, 0)...)
+		ctx = telemetry.WithJob(ctx, telemetry.Job{Queue: q.Name, Kind: j.Kind, Key: j.Key, ID: j.ID})
 	}
 	msg := store.OutboxMessage{Topic: q.DeadLetterTopic, Data: m.Data, Attributes: job.DeadLetterAttributes(m.Attributes, q.Name, reason, cause.Error(), 0, time.Now()),
 		TraceParent: telemetry.TraceParent(span.SpanContext())}

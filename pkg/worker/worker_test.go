@@ -13,6 +13,7 @@ import (
 
 	"cloud.google.com/go/pubsub/v2"
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/pubq/pubq/pkg/admin"
 	"github.com/pubq/pubq/pkg/demo"
@@ -280,7 +281,10 @@ func TestBadMessagesAreDeadLetteredAndWorkerKeepsRunning(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	m, points := pubqtest.MetricPoints(t)
-	b.run(t, worker.Config{Metrics: m})
+	var logs pubqtest.SyncBuffer
+	tp := sdktrace.NewTracerProvider()
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	b.run(t, worker.Config{Metrics: m, Logger: telemetry.NewLogger(&logs, telemetry.LoggerOptions{}), TracerProvider: tp})
 	b.publishRaw(t, "pubq-bulk", []byte("not a job"), map[string]string{"origin": "legacy"})
 	b.publishRaw(t, "pubq-bulk", []byte(`{}`), map[string]string{job.AttrKind: "test.nohandler", job.AttrKey: "nh-1"})
 	b.publishRaw(t, "pubq-bulk", []byte(`{}`), map[string]string{job.AttrKind: "demo.record", job.AttrKey: "wrong-queue"})
@@ -310,6 +314,27 @@ func TestBadMessagesAreDeadLetteredAndWorkerKeepsRunning(t *testing.T) {
 	}
 	if dead != 3 {
 		t.Errorf("pubq.jobs.dead_lettered = %d, want 3", dead)
+	}
+	// Each line says which job it was where the message named one, and which trace.
+	lines := 0
+	for _, line := range strings.Split(logs.String(), "\n") {
+		var l map[string]any
+		if json.Unmarshal([]byte(line), &l) != nil || l["msg"] != "message dead-lettered" {
+			continue
+		}
+		lines++
+		if l["trace_id"] == nil || l["span_id"] == nil || l["job_queue"] != nil && l["job_queue"] != "bulk" {
+			t.Errorf("dead-letter line without its trace: %s", line)
+		}
+		if l["reason"] == job.ReasonUnknownKind && (l["job_key"] == nil || l["job_kind"] == nil) {
+			t.Errorf("unknown-kind dead-letter line without the job's key and kind: %s", line)
+		}
+		if strings.Contains(line, "not a job") {
+			t.Errorf("a payload reached the log: %s", line)
+		}
+	}
+	if lines != 3 {
+		t.Errorf("%d dead-letter log lines, want 3:\n%s", lines, logs.String())
 	}
 	// Still running: a good job after the bad ones succeeds.
 	b.enqueue(t, "demo.email", "after-bad", demo.Payload{})
