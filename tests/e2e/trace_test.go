@@ -303,3 +303,44 @@ func findSQL(spans []otlptest.Span, op string, fragments ...string) *otlptest.Sp
 func namedChildren(spans []otlptest.Span, parent, name string) []otlptest.Span {
 	return otlptest.Named(children(spans, parent), name)
 }
+
+// Spans still held by the batch span processors when the binaries are stopped reach the collector
+// before they exit: with a ten-minute export delay, nothing leaves before the stop.
+func TestSpansFlushedOnShutdown(t *testing.T) {
+	rcv := otlptest.Start(t)
+	s := newStack(t)
+	held := func(service string) map[string]string {
+		env := otelEnv(rcv, service)
+		env["OTEL_BSP_SCHEDULE_DELAY"] = "600000"
+		return env
+	}
+	w := s.startWorker(t, held(workerService))
+	p := s.startProducer(t, held(producerService))
+	rec := p.enqueue(t, "demo.record", "e2e-flush", `{}`, "")
+	deadline := time.Now().Add(spanWait)
+	for {
+		v, _ := findSeries(scrape(t, w.url("/metrics")), `pubq_jobs_succeeded_total{kind="demo.record",queue="default"}`)
+		if v == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the job did not succeed within %v", spanWait)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := len(rcv.Spans()); n != 0 {
+		t.Fatalf("%d spans exported before the stop; the export delay did not hold them:\n%s", n, otlptest.Summary(rcv.Spans()))
+	}
+	p.stop()
+	w.stop()
+	if code := p.wait(t, 30*time.Second); code != 0 {
+		t.Errorf("producer exited %d", code)
+	}
+	if code := w.wait(t, 30*time.Second); code != 0 {
+		t.Errorf("worker exited %d", code)
+	}
+	spans := rcv.Spans()
+	if len(otlptest.Named(spans, "pubq enqueue")) != 1 || len(handlerSpans(spans, "demo.record", rec.Key)) != 1 {
+		t.Fatalf("after the stop, want the enqueue and the handler span; got:\n%s", otlptest.Summary(spans))
+	}
+}
