@@ -11,10 +11,8 @@ import (
 // (the same ones the Pub/Sub client's built-in tracing writes); the pubq.job.* keys are pubq's own and
 // are what `pubqctl trace` (package traceview) searches and prints.
 const (
-	AttrMessagingSystem       = attribute.Key("messaging.system")
-	AttrMessagingDestination  = attribute.Key("messaging.destination.name")
-	AttrMessagingSubscription = attribute.Key("messaging.destination.subscription.name")
-	AttrMessagingMessageID    = attribute.Key("messaging.message.id")
+	AttrMessagingSystem    = attribute.Key("messaging.system")
+	AttrMessagingMessageID = attribute.Key("messaging.message.id")
 
 	AttrJobQueue   = attribute.Key("pubq.job.queue")
 	AttrJobKind    = attribute.Key("pubq.job.kind")
@@ -46,18 +44,6 @@ func JobAttributes(queue, kind, key, id string, attempt int) []attribute.KeyValu
 	if attempt > 0 {
 		attrs = append(attrs, AttrJobAttempt.Int(attempt))
 	}
-	return attrs
-}
-
-// MessageAttributes returns the messaging semantic-convention attributes of one Pub/Sub message:
-// the topic it was published to, the subscription it was received from (empty on the producer side)
-// and its server-assigned message id (empty before publish). Empty values are left out.
-func MessageAttributes(topic, subscription, messageID string) []attribute.KeyValue {
-	attrs := make([]attribute.KeyValue, 0, 4)
-	attrs = append(attrs, AttrMessagingSystem.String(MessagingSystem))
-	attrs = appendString(attrs, AttrMessagingDestination, topic)
-	attrs = appendString(attrs, AttrMessagingSubscription, subscription)
-	attrs = appendString(attrs, AttrMessagingMessageID, messageID)
 	return attrs
 }
 

@@ -250,18 +250,6 @@ func TestJobAttributes(t *testing.T) {
 		t.Errorf("attempt 0 should be left out: %d attrs", n)
 	}
 
-	got = map[string]string{}
-	for _, kv := range MessageAttributes("pubq-critical", "pubq-critical-worker", "m-1") {
-		got[string(kv.Key)] = kv.Value.String()
-	}
-	if got["messaging.destination.name"] != "pubq-critical" || got["messaging.destination.subscription.name"] != "pubq-critical-worker" ||
-		got["messaging.message.id"] != "m-1" || got["messaging.system"] != "gcp_pubsub" {
-		t.Errorf("MessageAttributes = %v", got)
-	}
-	if n := len(MessageAttributes("t", "", "")); n != 2 {
-		t.Errorf("producer-side MessageAttributes has %d attrs, want 2", n)
-	}
-
 	j := Job{Queue: "q", Kind: "k", Key: "key", Attempt: 2}
 	if j.String() != "q/k/key#2" || len(j.SpanAttributes()) != 5 || len(j.LogAttrs()) != 4 {
 		t.Errorf("Job helpers: %s %v %v", j, j.SpanAttributes(), j.LogAttrs())
