@@ -393,6 +393,7 @@ func runMode(ctx context.Context, o options, project, mode string, round int) (R
 		if err := publishAll(ctx, client, qcfg.Queues, id+"-t", o.messages, 0); err != nil {
 			return res, err
 		}
+		settle(ctx)
 	} else {
 		slots = make(chan struct{}, o.window)
 	}

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -21,4 +23,14 @@ func cpuTime() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// settle starts a measurement from the same state in every mode. The bench publishes the backlog
+// in-process, which a worker does not: its spans (traced modes) are exported and its garbage is
+// collected here, not during the drain it would otherwise be charged to.
+func settle(ctx context.Context) {
+	if f, ok := otel.GetTracerProvider().(interface{ ForceFlush(context.Context) error }); ok {
+		_ = f.ForceFlush(ctx)
+	}
+	runtime.GC()
 }
