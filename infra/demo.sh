@@ -37,7 +37,7 @@ if [[ -x .tools/jaeger ]]; then
 	echo "▶ starting Jaeger (traces: http://127.0.0.1:16686)"
 	if infra/jaeger.sh start >/dev/null 2>&1; then
 		jaeger=1
-		export OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf PUBQ_JAEGER_URL=http://127.0.0.1:16686
+		export OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf PUBQ_JAEGER_URL=http://127.0.0.1:16686 OTEL_BSP_SCHEDULE_DELAY=500
 	fi
 fi
 echo "▶ bootstrapping topics and subscriptions from queues.yaml, migrating the database"
@@ -60,6 +60,17 @@ for url in "http://127.0.0.1:$pport/readyz" "http://127.0.0.1:$wport/readyz"; do
 	curl -fsS "$url" >/dev/null || { echo "not ready: $url" >&2; exit 1; }
 done
 
-bin/demo --jobs "${DEMO_JOBS:-3000}" --producer "http://127.0.0.1:$pport" --token "$token"
+bin/demo --jobs "${DEMO_JOBS:-3000}" --producer "http://127.0.0.1:$pport" --token "$token" --sample-file "$PUBQ_RUN_DIR/sample"
+if [[ -n "$jaeger" && -s "$PUBQ_RUN_DIR/sample" ]]; then
+	key=$(sed -n 1p "$PUBQ_RUN_DIR/sample")
+	echo
+	echo "▶ the sample job's traces, from Jaeger (bin/pubqctl trace $key):"
+	# The binaries export spans in batches (OTEL_BSP_SCHEDULE_DELAY below): wait until its handler's are in.
+	for _ in $(seq 1 20); do
+		if out=$(bin/pubqctl trace "$key" 2>&1) && grep -q "pubq job" <<<"$out"; then break; fi
+		sleep 0.5
+	done
+	echo "$out"
+fi
 echo
 echo "metrics: curl http://127.0.0.1:$wport/metrics (while running) · logs: $PUBQ_RUN_DIR"

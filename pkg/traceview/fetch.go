@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Span attribute keys traceview searches and prints; the same strings as package telemetry's
@@ -14,8 +15,6 @@ const (
 	attrJobKey     = "pubq.job.key"
 	attrJobID      = "pubq.job.id"
 	attrJobAttempt = "pubq.job.attempt"
-	// On the worker's batched claim/completion round-trip spans ("pubq batch"), which job spans link to.
-	attrBatchClaims = "pubq.batch.claims"
 )
 
 // Fetch gets traces by id from src, in start order.
@@ -33,10 +32,11 @@ func Fetch(ctx context.Context, src Source, traceIDs ...string) ([]*Trace, error
 }
 
 // FetchJob finds a job's traces with src.FindJob and then follows span links to the traces they point
-// at that the search did not return (an attempt whose spans lack the key, the producer's trace, the
-// round trips that claimed and completed it), breadth first, up to q.MaxTraces in all. The links of a
-// round trip's span, to every job it carried, are not followed. Linked traces the backend no longer has are skipped. The
-// result is in start order; no trace at all is an error wrapping ErrNotFound.
+// at that the search did not return (an earlier attempt's, the round trips that claimed and completed
+// it, the Pub/Sub client's publish, ack and modack batches), breadth first, up to q.MaxTraces in all.
+// Only the links of traces that carry the job's key are followed (see carriesKey). Linked traces the
+// backend no longer has are skipped. The result is in start order; no trace at all is an error
+// wrapping ErrNotFound.
 func FetchJob(ctx context.Context, src Source, q JobQuery) ([]*Trace, error) {
 	q = q.withDefaults()
 	found, err := src.FindJob(ctx, q)
@@ -55,6 +55,7 @@ func FetchJob(ctx context.Context, src Source, q JobQuery) ([]*Trace, error) {
 	for _, t := range found {
 		if !have[t.TraceID] && len(out) < q.MaxTraces {
 			have[t.TraceID] = true
+			t = Focus(t, q.Key)
 			out = append(out, t)
 			queue = append(queue, t)
 		}
@@ -63,9 +64,6 @@ func FetchJob(ctx context.Context, src Source, q JobQuery) ([]*Trace, error) {
 		t := queue[0]
 		queue = queue[1:]
 		for _, s := range t.Spans {
-			if _, ok := s.Attributes[attrBatchClaims]; ok {
-				continue // a round trip serving many jobs: it links to all of them
-			}
 			for _, l := range s.Links {
 				if have[l.TraceID] || len(out) >= q.MaxTraces {
 					continue
@@ -78,11 +76,82 @@ func FetchJob(ctx context.Context, src Source, q JobQuery) ([]*Trace, error) {
 				if err != nil {
 					return nil, fmt.Errorf("traceview: following a link from trace %s: %w", t.TraceID, err)
 				}
+				if carriesKey(lt, q.Key) {
+					lt = Focus(lt, q.Key)
+					queue = append(queue, lt)
+				}
 				out = append(out, lt)
-				queue = append(queue, lt)
 			}
 		}
 	}
 	sortTraces(out)
 	return out, nil
+}
+
+// carriesKey reports whether a span of t names the job key: a trace of the job itself, whose links
+// lead on. A linked trace without it serves many messages (the worker's claim and completion round
+// trips, the Pub/Sub client's publish, ack and modack batches): it is shown, but its links, to the
+// other messages it served, are not followed.
+func carriesKey(t *Trace, key string) bool {
+	for _, s := range t.Spans {
+		if s.Attributes[attrJobKey] == key {
+			return true
+		}
+	}
+	return false
+}
+
+// Focus returns t with only the spans that concern the job key: those that carry it, their ancestors
+// and their descendants; Omitted counts the rest. One HTTP request that enqueued a batch is one trace
+// holding every job of the batch, and on-call asks about one. A trace without the key is returned as is.
+func Focus(t *Trace, key string) *Trace {
+	if !carriesKey(t, key) {
+		return t
+	}
+	byID := make(map[string]int, len(t.Spans))
+	children := map[string][]int{}
+	for i, s := range t.Spans {
+		byID[s.SpanID] = i
+		if s.ParentSpanID != "" {
+			children[s.ParentSpanID] = append(children[s.ParentSpanID], i)
+		}
+	}
+	keep := make([]bool, len(t.Spans))
+	var down []int
+	for i, s := range t.Spans {
+		if s.Attributes[attrJobKey] != key {
+			continue
+		}
+		down = append(down, i)
+		for p, ok := byID[s.ParentSpanID]; ok && !keep[p]; p, ok = byID[t.Spans[p].ParentSpanID] {
+			keep[p] = true
+		}
+	}
+	seen := make([]bool, len(t.Spans)) // walked down from: each span once, whatever the data's shape
+	for len(down) > 0 {
+		i := down[len(down)-1]
+		down = down[:len(down)-1]
+		if seen[i] {
+			continue
+		}
+		seen[i], keep[i] = true, true
+		down = append(down, children[t.Spans[i].SpanID]...)
+	}
+	f := &Trace{TraceID: t.TraceID, Omitted: t.Omitted}
+	kept := map[string]bool{}
+	for i, s := range t.Spans {
+		if keep[i] {
+			f.Spans = append(f.Spans, s)
+			kept[s.SpanID] = true
+		} else {
+			f.Omitted++
+		}
+	}
+	for _, w := range t.Warnings { // "span ID (name): …" about a span left out goes with it
+		if id, ok := strings.CutPrefix(w, "span "); ok && len(id) > 16 && id[16] == ' ' && !kept[id[:16]] {
+			continue
+		}
+		f.Warnings = append(f.Warnings, w)
+	}
+	return f
 }

@@ -284,6 +284,9 @@ func convertJaegerTrace(jt jaegerTrace) (*Trace, error) {
 		// Jaeger notes clock-skew adjustments and bad parent ids on the span itself: shown with the
 		// trace's warnings, or shifted times would look like the truth.
 		for _, w := range js.Warnings {
+			if strings.HasPrefix(w, "clock skew adjustment disabled") {
+				continue // Jaeger v2's note that it changed nothing, on every span
+			}
 			t.Warnings = append(t.Warnings, fmt.Sprintf("span %s (%s): %s", js.SpanID, js.OperationName, w))
 		}
 		for _, ref := range js.References {

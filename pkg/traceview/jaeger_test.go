@@ -484,7 +484,8 @@ func (m *memSource) FindJob(_ context.Context, q JobQuery) ([]*Trace, error) {
 	return out, nil
 }
 
-// A job's span links to the round trip that claimed it, which links to every job it carried: FetchJob
+// A job's span links to the round trip that claimed it, which links to every job it carried (as the
+// Pub/Sub client's ack and publish batches do): FetchJob
 // brings the round trip's trace (its SQL) but not the other jobs', and Render lists the round trip's
 // links to traces not shown as a count.
 func TestFetchJobStopsAtRoundTrips(t *testing.T) {
@@ -502,7 +503,7 @@ func TestFetchJobStopsAtRoundTrips(t *testing.T) {
 	}
 	rt := &Trace{TraceID: id('f'), Spans: []Span{
 		{TraceID: id('f'), SpanID: sid('f'), Name: "pubq batch", Service: "pubq-worker", Start: t0, Duration: 2 * time.Millisecond,
-			Attributes: map[string]string{attrBatchClaims: "5"}, Links: links},
+			Attributes: map[string]string{"pubq.batch.claims": "5"}, Links: links},
 		{TraceID: id('f'), SpanID: "1111111111111111", ParentSpanID: sid('f'), Name: "WITH", Service: "pubq-worker", Start: t0, Duration: time.Millisecond},
 	}}
 	src := &memSource{traces: map[string]*Trace{id('f'): rt}}
@@ -524,8 +525,52 @@ func TestFetchJobStopsAtRoundTrips(t *testing.T) {
 		t.Fatal(err)
 	}
 	text := out.String()
-	if !strings.Contains(text, `"pubq batch" `+sid('f')+" -> 4 more spans in traces not shown") ||
+	if !strings.Contains(text, `"pubq batch" `+sid('f')+" -> 4 more spans not shown") ||
 		!strings.Contains(text, "span "+sid('a')+` "pubq job demo"`) || strings.Contains(text, sid('b')) {
 		t.Errorf("render:\n%s", text)
+	}
+}
+
+// One request enqueued two jobs: their trace holds both. Focus keeps the asked job's spans, their
+// ancestors and descendants, and counts the rest.
+func TestFocus(t *testing.T) {
+	pad := func(id string) string {
+		if id == "" {
+			return ""
+		}
+		return strings.Repeat("0", 14) + id
+	}
+	sp := func(id, parent, name, key string) Span {
+		s := Span{TraceID: "t", SpanID: pad(id), ParentSpanID: pad(parent), Name: name, Attributes: map[string]string{}}
+		if key != "" {
+			s.Attributes[attrJobKey] = key
+		}
+		return s
+	}
+	tr := &Trace{TraceID: "t", Spans: []Span{
+		sp("01", "", "POST /v1/jobs", ""),
+		sp("02", "01", "pubq enqueue", ""),
+		sp("03", "02", "create a", ""), sp("04", "03", "process a", ""), sp("05", "04", "pubq job", "a"), sp("06", "05", "INSERT a", ""),
+		sp("07", "02", "create b", ""), sp("08", "07", "process b", ""), sp("09", "08", "pubq job", "b"), sp("10", "09", "INSERT b", ""),
+		sp("11", "05", "create a retry", ""), sp("12", "11", "pubq job", "a"),
+		sp("13", "13", "self-parented", "a"), // malformed data must not loop
+	}, Warnings: []string{"span " + pad("10") + " (INSERT b): invalid parent span IDs", "span " + pad("06") + " (INSERT a): invalid parent span IDs", "trace-wide note"}}
+	f := Focus(tr, "a")
+	var names []string
+	for _, s := range f.Spans {
+		names = append(names, s.Name)
+	}
+	if got := strings.Join(names, ","); got != "POST /v1/jobs,pubq enqueue,create a,process a,pubq job,INSERT a,create a retry,pubq job,self-parented" || f.Omitted != 4 {
+		t.Errorf("Focus = %s, omitted %d", got, f.Omitted)
+	}
+	if got := strings.Join(f.Warnings, " | "); got != "span "+pad("06")+" (INSERT a): invalid parent span IDs | trace-wide note" {
+		t.Errorf("Focus kept warnings %q", got)
+	}
+	if g := Focus(tr, "nobody"); g != tr {
+		t.Errorf("a trace without the key changed")
+	}
+	var out bytes.Buffer
+	if err := Render(&out, []*Trace{f}, RenderOptions{}); err != nil || !strings.Contains(out.String(), "9 spans (4 of other jobs not shown)") {
+		t.Errorf("render: %v\n%s", err, out.String())
 	}
 }

@@ -15,12 +15,11 @@ func TestMain(m *testing.M) {
 // The attribute keys traceview searches and prints are the ones telemetry writes.
 func TestKeysMatchTelemetry(t *testing.T) {
 	for got, want := range map[string]string{
-		attrJobQueue:    string(telemetry.AttrJobQueue),
-		attrJobKind:     string(telemetry.AttrJobKind),
-		attrJobKey:      string(telemetry.AttrJobKey),
-		attrJobID:       string(telemetry.AttrJobID),
-		attrJobAttempt:  string(telemetry.AttrJobAttempt),
-		attrBatchClaims: string(telemetry.AttrBatchClaims),
+		attrJobQueue:   string(telemetry.AttrJobQueue),
+		attrJobKind:    string(telemetry.AttrJobKind),
+		attrJobKey:     string(telemetry.AttrJobKey),
+		attrJobID:      string(telemetry.AttrJobID),
+		attrJobAttempt: string(telemetry.AttrJobAttempt),
 	} {
 		if got != want {
 			t.Errorf("traceview uses %q, telemetry writes %q", got, want)

@@ -16,6 +16,8 @@ type Trace struct {
 	TraceID  string // 32 lower-case hex digits
 	Spans    []Span
 	Warnings []string // backend warnings (e.g. Jaeger's clock-skew notes)
+	// Omitted counts the spans FetchJob left out as other jobs' (see Focus).
+	Omitted int `json:",omitempty"`
 }
 
 // Span is one span in the backends' common model.

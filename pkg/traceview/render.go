@@ -114,6 +114,9 @@ func (r *renderer) trace(t *Trace) {
 	}
 	r.printf("  %s  %s  %d spans", start.In(r.opts.Location).Format("2006-01-02 15:04:05.000 MST"),
 		formatDuration(t.Duration()), len(t.Spans))
+	if t.Omitted > 0 {
+		r.printf(" (%d of other jobs not shown)", t.Omitted)
+	}
 	if errs > 0 {
 		noun := "errors"
 		if errs == 1 {
@@ -258,8 +261,19 @@ func (r *renderer) attrs(s Span, inherited map[string]string) (string, map[strin
 	return strings.Join(parts, " "), shown
 }
 
-// maxHiddenLinks is how many links of one span to traces not shown are listed one by one.
+// maxHiddenLinks is how many links of one span to spans not shown are listed one by one.
 const maxHiddenLinks = 3
+
+// shown reports whether the span is printed: its trace is among those rendered and has it (FetchJob
+// leaves other jobs' spans out of a trace).
+func (r *renderer) shown(traceID, spanID string) bool {
+	n, ok := r.index[traceID]
+	if !ok {
+		return false
+	}
+	_, ok = r.traces[n-1].Span(spanID)
+	return ok
+}
 
 func (r *renderer) links(t *Trace) {
 	describe := func(traceID, spanID string) string {
@@ -279,14 +293,14 @@ func (r *renderer) links(t *Trace) {
 		// A round trip links to every job it carried: list those shown, count the rest.
 		hidden := 0
 		for _, l := range s.Links {
-			if _, shown := r.index[l.TraceID]; !shown && len(s.Links) > maxHiddenLinks {
+			if !r.shown(l.TraceID, l.SpanID) && len(s.Links) > maxHiddenLinks {
 				hidden++
 				continue
 			}
 			r.printf("  link: %q %s -> %s\n", s.Name, s.SpanID, describe(l.TraceID, l.SpanID))
 		}
 		if hidden > 0 {
-			r.printf("  link: %q %s -> %d more spans in traces not shown\n", s.Name, s.SpanID, hidden)
+			r.printf("  link: %q %s -> %d more spans not shown\n", s.Name, s.SpanID, hidden)
 		}
 	}
 	// Links into this trace from the other traces shown.
@@ -302,8 +316,11 @@ func (r *renderer) links(t *Trace) {
 					continue
 				}
 				target := "span " + l.SpanID
-				if ts, ok := t.Span(l.SpanID); ok {
+				ts, ok := t.Span(l.SpanID)
+				if ok {
 					target = fmt.Sprintf("%q %s", ts.Name, l.SpanID)
+				} else if t.Omitted > 0 {
+					continue // to another job's span, left out of this trace
 				}
 				r.printf("  linked from: %s <- %s\n", target, describe(other.TraceID, s.SpanID))
 			}

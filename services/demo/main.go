@@ -32,8 +32,9 @@ func main() {
 	token := flag.String("token", os.Getenv("PUBQ_DEMO_TOKEN"), "producer bearer token")
 	timeout := flag.Duration("timeout", 3*time.Minute, "give up after this long")
 	jaeger := flag.String("jaeger", os.Getenv("PUBQ_JAEGER_URL"), "Jaeger base URL, if one runs")
+	sample := flag.String("sample-file", "", "write the sample job's key and trace id here (a line each), for make demo to print its trace")
 	flag.Parse()
-	if err := run(*jobs, *producer, *token, *timeout, *jaeger); err != nil {
+	if err := run(*jobs, *producer, *token, *timeout, *jaeger, *sample); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
@@ -70,7 +71,7 @@ func makePlan(run string, n int, r *rand.Rand) plan {
 	return p
 }
 
-func run(n int, producer, token string, timeout time.Duration, jaeger string) error {
+func run(n int, producer, token string, timeout time.Duration, jaeger, sampleFile string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	dsn := os.Getenv("PUBQ_DATABASE_URL")
@@ -172,7 +173,7 @@ func run(n int, producer, token string, timeout time.Duration, jaeger string) er
 	_ = bar.Finish()
 	wg.Wait()
 	elapsed := time.Since(start)
-	return summary(ctx, pool, prefix, n, last, dups.Load(), p, elapsed, jaeger)
+	return summary(ctx, pool, prefix, n, last, dups.Load(), p, elapsed, jaeger, sampleFile)
 }
 
 type counts struct{ waiting, running, succeeded, dead int }
@@ -204,7 +205,7 @@ func stateCounts(ctx context.Context, pool *pgxpool.Pool, prefix string) (counts
 	return c, rows.Err()
 }
 
-func summary(ctx context.Context, pool *pgxpool.Pool, prefix string, n int, c counts, dups int64, p plan, elapsed time.Duration, jaeger string) error {
+func summary(ctx context.Context, pool *pgxpool.Pool, prefix string, n int, c counts, dups int64, p plan, elapsed time.Duration, jaeger, sampleFile string) error {
 	fmt.Printf("\n%d jobs finished in %.1fs (%.0f jobs/s end to end)\n\n", n, elapsed.Seconds(), float64(n)/elapsed.Seconds())
 	rows, err := pool.Query(ctx, `
 		SELECT j.queue, count(*), count(*) FILTER (WHERE j.state = 'succeeded'), count(*) FILTER (WHERE j.state = 'dead'),
@@ -240,11 +241,17 @@ func summary(ctx context.Context, pool *pgxpool.Pool, prefix string, n int, c co
 	if key != "" {
 		traceID := inspect.TraceID(tp)
 		fmt.Printf("\nsample job %s (succeeded after retries), trace %s\n", key, orDash(traceID))
-		fmt.Printf("  inspect it:  bin/pubqctl job %s\n", key)
+		fmt.Printf("  inspect it:  bin/pubqctl job %s   (the stack stops when the demo ends; PUBQ_DEMO_KEEP=1 make demo keeps it up)\n", key)
 		if jaeger != "" {
-			fmt.Printf("  its trace:   bin/pubqctl trace %s   (or %s/trace/%s)\n", key, strings.TrimRight(jaeger, "/"), traceID)
+			fmt.Printf("  its trace:   bin/pubqctl trace %s, or --id %s; %s/trace/%s where Jaeger serves its UI (docker compose)\n",
+				key, orDash(traceID), strings.TrimRight(jaeger, "/"), orDash(traceID))
 		} else {
-			fmt.Printf("  its trace:   build Jaeger once with infra/jaeger.sh build, then make demo prints the waterfall\n")
+			fmt.Printf("  its trace:   build Jaeger once with infra/jaeger.sh build; make demo then prints the waterfall\n")
+		}
+		if sampleFile != "" {
+			if err := os.WriteFile(sampleFile, []byte(key+"\n"+traceID+"\n"), 0o644); err != nil {
+				return err
+			}
 		}
 	}
 	if effects != distinct {
