@@ -570,7 +570,7 @@ func TestFocus(t *testing.T) {
 		t.Errorf("a trace without the key changed")
 	}
 	var out bytes.Buffer
-	if err := Render(&out, []*Trace{f}, RenderOptions{}); err != nil || !strings.Contains(out.String(), "9 spans (4 of other jobs not shown)") {
+	if err := Render(&out, []*Trace{f}, RenderOptions{}); err != nil || !strings.Contains(out.String(), "9 spans (4 others not about this job)") {
 		t.Errorf("render: %v\n%s", err, out.String())
 	}
 }

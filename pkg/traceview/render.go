@@ -115,7 +115,7 @@ func (r *renderer) trace(t *Trace) {
 	r.printf("  %s  %s  %d spans", start.In(r.opts.Location).Format("2006-01-02 15:04:05.000 MST"),
 		formatDuration(t.Duration()), len(t.Spans))
 	if t.Omitted > 0 {
-		r.printf(" (%d of other jobs not shown)", t.Omitted)
+		r.printf(" (%d others not about this job)", t.Omitted)
 	}
 	if errs > 0 {
 		noun := "errors"

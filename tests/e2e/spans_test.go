@@ -1,13 +1,17 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"sort"
 	"strconv"
 	"strings"
 	"testing"
 
+	"go.opentelemetry.io/otel/codes"
+
 	"github.com/pubq/pubq/pkg/telemetry/otlptest"
+	"github.com/pubq/pubq/pkg/traceview"
 )
 
 // Span names of the default queue (queues.yaml) as the Pub/Sub client libraries write them.
@@ -199,4 +203,56 @@ func hasEvent(s otlptest.Span, name string) bool {
 		}
 	}
 	return false
+}
+
+// viewSource serves the receiver's spans to traceview as a trace backend would.
+type viewSource map[string]*traceview.Trace
+
+func spanSource(spans []otlptest.Span) viewSource {
+	src := viewSource{}
+	for _, s := range spans {
+		tr := src[s.TraceID]
+		if tr == nil {
+			tr = &traceview.Trace{TraceID: s.TraceID}
+			src[s.TraceID] = tr
+		}
+		v := traceview.Span{TraceID: s.TraceID, SpanID: s.SpanID, ParentSpanID: s.ParentSpanID, Service: s.Service,
+			Name: s.Name, Start: s.Start, Duration: s.End.Sub(s.Start), Error: s.Status.Code == codes.Error,
+			Status: s.Status.Message, Attributes: s.Attributes}
+		for _, l := range s.Links {
+			v.Links = append(v.Links, traceview.Link{TraceID: l.TraceID, SpanID: l.SpanID})
+		}
+		tr.Spans = append(tr.Spans, v)
+	}
+	return src
+}
+
+func (v viewSource) Trace(_ context.Context, id string) (*traceview.Trace, error) {
+	if t, ok := v[id]; ok {
+		return t, nil
+	}
+	return nil, traceview.ErrNotFound
+}
+
+func (v viewSource) FindJob(_ context.Context, q traceview.JobQuery) ([]*traceview.Trace, error) {
+	var out []*traceview.Trace
+	for _, t := range v {
+		for _, s := range t.Spans {
+			if s.Attributes["pubq.job.key"] == q.Key {
+				out = append(out, t)
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
+// fromView turns a traceview trace back into receiver spans, for the span helpers.
+func fromView(t *traceview.Trace) []otlptest.Span {
+	var out []otlptest.Span
+	for _, s := range t.Spans {
+		out = append(out, otlptest.Span{TraceID: s.TraceID, SpanID: s.SpanID, ParentSpanID: s.ParentSpanID, Name: s.Name,
+			Service: s.Service, Attributes: s.Attributes})
+	}
+	return out
 }

@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/pubq/pubq/pkg/telemetry/otlptest"
+	"github.com/pubq/pubq/pkg/traceview"
 )
 
 // spanWait bounds each wait for spans: generous, the binaries are -race builds on a shared machine.
@@ -174,6 +175,51 @@ func TestTraceAcrossProcesses(t *testing.T) {
 				t.Errorf("attempt 1 links to a previous attempt: %+v", hs[0].Links)
 			}
 		}
+	})
+
+	// What pubqctl trace shows for the flaky job, fed the spans both processes exported: its one trace
+	// with all three attempts and nothing of the other jobs, plus the batches it took part in (claim
+	// round trips, the client's publish/ack/modack), whose links to other messages are not followed.
+	t.Run("WaterfallOfOneJob", func(t *testing.T) {
+		spans := rcv.WaitFor(t, spanWait, received("demo.flaky", flaky.Key, 3, 4))
+		src := spanSource(spans)
+		traces, err := traceview.FetchJob(ctxT(t), src, traceview.JobQuery{Key: flaky.Key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var own []*traceview.Trace
+		rounds := 0
+		for _, tr := range traces {
+			keys := map[string]bool{}
+			for _, s := range tr.Spans {
+				if k := s.Attributes["pubq.job.key"]; k != "" {
+					keys[k] = true
+				}
+				if s.Name == "pubq batch" {
+					rounds++
+				}
+			}
+			switch {
+			case keys[flaky.Key] && len(keys) == 1:
+				own = append(own, tr)
+			case len(keys) > 0:
+				t.Errorf("trace %s has spans of jobs %v", tr.TraceID, keys)
+			}
+		}
+		if len(own) != 1 || own[0].TraceID != flakyTrace {
+			t.Fatalf("the job's own traces: %d, want its one trace %s", len(own), flakyTrace)
+		}
+		if n := len(handlerSpans(fromView(own[0]), "demo.flaky", flaky.Key)); n != 3 {
+			t.Errorf("%d attempts in the job's trace, want 3", n)
+		}
+		if rounds < 3 || len(traces) > 20 {
+			t.Errorf("%d traces with %d claim round trips, want the 3 attempts' round trips and few others", len(traces), rounds)
+		}
+		var out strings.Builder
+		if err := traceview.Render(&out, traces, traceview.RenderOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("pubqctl trace %s would print:\n%s", flaky.Key, out.String())
 	})
 
 	t.Run("DeadLetterSaysWhy", func(t *testing.T) {
