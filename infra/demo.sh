@@ -63,11 +63,13 @@ done
 bin/demo --jobs "${DEMO_JOBS:-3000}" --producer "http://127.0.0.1:$pport" --token "$token" --sample-file "$PUBQ_RUN_DIR/sample"
 if [[ -n "$jaeger" && -s "$PUBQ_RUN_DIR/sample" ]]; then
 	key=$(sed -n 1p "$PUBQ_RUN_DIR/sample")
+	attempts=$(sed -n 3p "$PUBQ_RUN_DIR/sample")
 	echo
 	echo "▶ the sample job's traces, from Jaeger (bin/pubqctl trace $key):"
-	# The binaries export spans in batches (OTEL_BSP_SCHEDULE_DELAY below): wait until its handler's are in.
+	# The binaries export spans in batches (OTEL_BSP_SCHEDULE_DELAY above): wait until every attempt's
+	# handler span is in.
 	for _ in $(seq 1 20); do
-		if out=$(bin/pubqctl trace "$key" 2>&1) && grep -q "pubq job" <<<"$out"; then break; fi
+		if out=$(bin/pubqctl trace "$key" 2>&1) && [[ $(grep -cE 'pubq job [^ ]* +pubq-worker ' <<<"$out") -ge ${attempts:-1} ]]; then break; fi
 		sleep 0.5
 	done
 	echo "$out"

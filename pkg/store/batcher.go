@@ -178,12 +178,12 @@ func (b *Batcher) groupLocked() *group {
 
 // Claim claims one delivery.
 func (b *Batcher) Claim(ctx context.Context, req ClaimRequest) (ClaimResult, error) {
+	sc := b.requestSpan(ctx)
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
 		return ClaimResult{}, ErrBatcherClosed
 	}
-	sc := b.requestSpan(ctx)
 	g := b.groupLocked()
 	i := len(g.claims)
 	g.claims = append(g.claims, req)
@@ -204,12 +204,12 @@ func (b *Batcher) Claim(ctx context.Context, req ClaimRequest) (ClaimResult, err
 
 // Complete marks a claimed job succeeded. ErrLeaseLost: the fence moved on; nothing was written.
 func (b *Batcher) Complete(ctx context.Context, l Lease) error {
+	sc := b.requestSpan(ctx)
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
 		return ErrBatcherClosed
 	}
-	sc := b.requestSpan(ctx)
 	g := b.groupLocked()
 	i := len(g.leases)
 	g.leases = append(g.leases, l)
@@ -233,8 +233,8 @@ func (b *Batcher) Complete(ctx context.Context, l Lease) error {
 	}
 }
 
-// requestSpan is the span a request is made under, when the store is traced: untraced, the context
-// is not searched (the Pub/Sub client's contexts are deep).
+// requestSpan is the span a request is made under, when the store is traced: untraced (or with a
+// no-op tracer provider), the context is not searched (the Pub/Sub client's contexts are deep).
 func (b *Batcher) requestSpan(ctx context.Context) trace.SpanContext {
 	if b.s.tracer == nil {
 		return trace.SpanContext{}
@@ -341,7 +341,9 @@ func (b *Batcher) flush(g *group) {
 		// every job's span links here whatever the count).
 		ctx, span = b.s.tracer.Start(ctx, "pubq batch", trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindInternal),
 			trace.WithLinks(g.links...), trace.WithAttributes(telemetry.AttrBatchClaims.Int(len(g.claims)), telemetry.AttrBatchCompletions.Int(len(g.leases))))
-		g.span = span.SpanContext()
+		if sc := span.SpanContext(); sc.IsSampled() {
+			g.span = sc // jobs link only to a round trip that is recorded (a ratio sampler may not)
+		}
 	}
 	g.results = make([]ClaimResult, len(g.claims))
 	g.lost = make([]bool, len(g.leases))

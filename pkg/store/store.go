@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 )
 
 const tracerName = "github.com/pubq/pubq/pkg/store"
@@ -46,7 +47,8 @@ type Config struct {
 	MaxConns int32
 	// Trace adds otelpgx spans for queries run under a recording span (pubq's own included; otelpgx
 	// skips the rest, such as outbox polls), and a span per batched round trip of claims and
-	// completions, linked both ways with the spans of the jobs it carried. Default false.
+	// completions, linked both ways with the spans of the jobs it carried (when the sampler records the
+	// round trip, a new root: always under the default parentbased_always_on). Default false.
 	Trace bool
 	// TracerProvider for those spans. Default: the global one when Open runs.
 	TracerProvider trace.TracerProvider
@@ -124,7 +126,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			tp = otel.GetTracerProvider()
 		}
 		pc.ConnConfig.Tracer = otelpgx.NewTracer(otelpgx.WithTracerProvider(tp))
-		s.tracer = tp.Tracer(tracerName)
+		if _, off := tp.(noop.TracerProvider); !off {
+			s.tracer = tp.Tracer(tracerName)
+		}
 	}
 	s.poolCfg = pc.Copy()
 	s.pool, err = pgxpool.NewWithConfig(ctx, pc)

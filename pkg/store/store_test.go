@@ -947,7 +947,12 @@ func TestBatcherRoundTripSpans(t *testing.T) {
 		t.Fatal(err)
 	}
 	count(t, st, `SELECT count(*) FROM pubq.jobs`)
-	b := batcher(t, st, "w1", 30*time.Second)
+	// No flush on a timer: the two claims below go together once both wait, however slow the machine.
+	b, err := store.NewBatcher(st, store.BatcherConfig{Owner: "w1", Lease: 30 * time.Second, MaxDelay: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
 	claim(t, b, "untraced") // no span in its context
 	before := len(rec.Ended())
 	if before != 0 {
@@ -1080,4 +1085,32 @@ func spanNames(spans []sdktrace.ReadOnlySpan) []string {
 		out = append(out, s.Name())
 	}
 	return out
+}
+
+// A round trip the sampler does not record (it is a new root; here every root is dropped) is not
+// linked from the jobs' spans: a link would point at a span no backend has.
+func TestBatcherRoundTripUnsampled(t *testing.T) {
+	ctx := context.Background()
+	never := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.NeverSample())))
+	st, err := store.Open(ctx, store.Config{URL: testenv.Postgres(t), Trace: true, TracerProvider: never})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	if _, err := st.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b := batcher(t, st, "w1", 30*time.Second)
+	rec := tracetest.NewSpanRecorder()
+	jobs := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)) // the job's span: sampled
+	jctx, span := jobs.Tracer("test").Start(ctx, "job")
+	b.Enter()
+	if _, err := b.Claim(jctx, store.ClaimRequest{Key: "k", Queue: "default", Kind: "demo.record", MaxAttempts: 3, Payload: []byte(`{}`)}); err != nil {
+		t.Fatal(err)
+	}
+	b.Leave()
+	span.End()
+	if got := rec.Ended(); len(got) != 1 || len(got[0].Links()) != 0 {
+		t.Fatalf("job span links %v, want none", got[0].Links())
+	}
 }

@@ -186,6 +186,13 @@ func propagatorFromEnv() (propagation.TextMapPropagator, string, error) {
 	if len(names) == 0 {
 		return nil, "", fmt.Errorf("telemetry: OTEL_PROPAGATORS=%q names no propagator (want tracecontext, baggage, b3, b3multi, jaeger, xray, ottrace or none)", v)
 	}
+	for _, n := range names { // autoprop stops reading at "none": check the rest first
+		switch n {
+		case "tracecontext", "baggage", "b3", "b3multi", "jaeger", "xray", "ottrace", "none":
+		default:
+			return nil, "", fmt.Errorf("telemetry: OTEL_PROPAGATORS=%q: unknown propagator %q (want tracecontext, baggage, b3, b3multi, jaeger, xray, ottrace or none)", v, n)
+		}
+	}
 	p, err := autoprop.TextMapPropagator(names...)
 	if err != nil {
 		return nil, "", fmt.Errorf("telemetry: OTEL_PROPAGATORS=%q: %w (want tracecontext, baggage, b3, b3multi, jaeger, xray, ottrace or none)", v, err)

@@ -41,7 +41,7 @@
 //	pubq_jobs_failed_total{queue,kind}                Metrics.Failed (an attempt failed)
 //	pubq_jobs_retried_total{queue,kind}               Metrics.Retried (a retry was scheduled)
 //	pubq_jobs_dead_lettered_total{queue,kind,reason}  Metrics.DeadLettered
-//	pubq_jobs_duplicate_skipped_total{queue,kind}     Metrics.DuplicateSkipped
+//	pubq_jobs_duplicate_skipped_total{queue,kind}     Metrics.DuplicateSkipped (worker: deliveries of done or running keys; producer: re-enqueued keys)
 //	pubq_job_queue_wait_seconds{queue,kind}           Metrics.QueueWait, histogram (publish → start, every attempt)
 //	pubq_job_duration_seconds{queue,kind,outcome}     Succeeded/Failed, histogram; outcome succeeded|failed
 //	pubq_jobs_in_flight{queue}                        Metrics.InFlight, gauge

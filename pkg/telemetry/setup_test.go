@@ -102,6 +102,7 @@ func TestSetupExporterSelection(t *testing.T) {
 		{name: "bad sampler", env: []string{"OTEL_TRACES_SAMPLER", "sometimes"}, wantErr: []string{"OTEL_TRACES_SAMPLER", "sometimes"}},
 		{name: "bad sampler arg", env: []string{"OTEL_TRACES_SAMPLER", "traceidratio", "OTEL_TRACES_SAMPLER_ARG", "1.5"}, wantErr: []string{"OTEL_TRACES_SAMPLER_ARG", "1.5"}},
 		{name: "unknown propagator", env: []string{"OTEL_PROPAGATORS", "tracecontext,zipkin"}, wantErr: []string{"OTEL_PROPAGATORS", "zipkin", "b3multi"}},
+		{name: "unknown propagator after none", env: []string{"OTEL_PROPAGATORS", "none,zipkin"}, wantErr: []string{"OTEL_PROPAGATORS", "zipkin"}},
 		{name: "empty propagator list", env: []string{"OTEL_PROPAGATORS", " , "}, wantErr: []string{"OTEL_PROPAGATORS", "names no propagator"}},
 		{name: "bad resource attributes", env: []string{"OTEL_RESOURCE_ATTRIBUTES", "novalue"}, wantErr: []string{"OTEL_RESOURCE_ATTRIBUTES"}},
 	} {

@@ -287,7 +287,7 @@ func convertJaegerTrace(jt jaegerTrace) (*Trace, error) {
 			if strings.HasPrefix(w, "clock skew adjustment disabled") {
 				continue // Jaeger v2's note that it changed nothing, on every span
 			}
-			t.Warnings = append(t.Warnings, fmt.Sprintf("span %s (%s): %s", js.SpanID, js.OperationName, w))
+			t.Warnings = append(t.Warnings, fmt.Sprintf("span %s (%s): %s", s.SpanID, js.OperationName, w))
 		}
 		for _, ref := range js.References {
 			rt, _ := normalizeTraceID(ref.TraceID)

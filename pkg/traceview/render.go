@@ -261,7 +261,8 @@ func (r *renderer) attrs(s Span, inherited map[string]string) (string, map[strin
 	return strings.Join(parts, " "), shown
 }
 
-// maxHiddenLinks is how many links of one span to spans not shown are listed one by one.
+// maxHiddenLinks: a span with more links than this (a batch serving many messages) lists only its
+// links to spans shown, and counts the others; one with fewer lists them all.
 const maxHiddenLinks = 3
 
 // shown reports whether the span is printed: its trace is among those rendered and has it (FetchJob
@@ -284,6 +285,9 @@ func (r *renderer) links(t *Trace) {
 		target := r.traces[n-1]
 		if s, ok := target.Span(spanID); ok {
 			return fmt.Sprintf("trace %d/%d span %s %q", n, len(r.traces), spanID, s.Name)
+		}
+		if target.Omitted > 0 {
+			return fmt.Sprintf("trace %d/%d span %s (left out: not about this job)", n, len(r.traces), spanID)
 		}
 		return fmt.Sprintf("trace %d/%d span %s (span not in trace)", n, len(r.traces), spanID)
 	}

@@ -32,7 +32,7 @@ func main() {
 	token := flag.String("token", os.Getenv("PUBQ_DEMO_TOKEN"), "producer bearer token")
 	timeout := flag.Duration("timeout", 3*time.Minute, "give up after this long")
 	jaeger := flag.String("jaeger", os.Getenv("PUBQ_JAEGER_URL"), "Jaeger base URL, if one runs")
-	sample := flag.String("sample-file", "", "write the sample job's key and trace id here (a line each), for make demo to print its trace")
+	sample := flag.String("sample-file", "", "write the sample job's key, trace id and attempts here (a line each), for make demo to print its trace")
 	flag.Parse()
 	if err := run(*jobs, *producer, *token, *timeout, *jaeger, *sample); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
@@ -237,7 +237,8 @@ func summary(ctx context.Context, pool *pgxpool.Pool, prefix string, n int, c co
 	fmt.Printf("\neffects: %d rows for %d jobs (duplicates: %d) · resubmitted batches answered %d duplicates, no new jobs\n", effects, distinct, effects-distinct, dups)
 	fmt.Printf("dead-lettered: %d (planned %d permanent failures) · in the dead-letter topics with their reason\n", c.dead, p.permanent)
 	var key, tp string
-	_ = pool.QueryRow(ctx, `SELECT key, coalesce(trace_parent, '') FROM pubq.jobs WHERE key LIKE $1 AND kind = 'demo.flaky' AND state = 'succeeded' ORDER BY attempt DESC LIMIT 1`, prefix).Scan(&key, &tp)
+	var attempts int
+	_ = pool.QueryRow(ctx, `SELECT key, coalesce(trace_parent, ''), attempt FROM pubq.jobs WHERE key LIKE $1 AND kind = 'demo.flaky' AND state = 'succeeded' ORDER BY attempt DESC LIMIT 1`, prefix).Scan(&key, &tp, &attempts)
 	if key != "" {
 		traceID := inspect.TraceID(tp)
 		fmt.Printf("\nsample job %s (succeeded after retries), trace %s\n", key, orDash(traceID))
@@ -249,7 +250,7 @@ func summary(ctx context.Context, pool *pgxpool.Pool, prefix string, n int, c co
 			fmt.Printf("  its trace:   build Jaeger once with infra/jaeger.sh build; make demo then prints the waterfall\n")
 		}
 		if sampleFile != "" {
-			if err := os.WriteFile(sampleFile, []byte(key+"\n"+traceID+"\n"), 0o644); err != nil {
+			if err := os.WriteFile(sampleFile, []byte(fmt.Sprintf("%s\n%s\n%d\n", key, traceID, attempts)), 0o644); err != nil {
 				return err
 			}
 		}

@@ -399,10 +399,10 @@ func (c *cli) cmdTrace(args []string) error {
 	if err != nil {
 		return err
 	}
-	arg, err := oneKey(pos, "trace")
-	if err != nil {
-		return err
+	if len(pos) != 1 || pos[0] == "" {
+		return usagef("trace takes exactly one job key, or one trace id with --id (got %d arguments)", len(pos))
 	}
+	arg := pos[0]
 	src, where, closeSrc, err := c.traceSource(*jaeger, *project)
 	if err != nil {
 		return err
@@ -422,11 +422,15 @@ func (c *cli) cmdTrace(args []string) error {
 	return traceview.Render(c.stdout, traces, traceview.RenderOptions{})
 }
 
-// traceSource is Cloud Trace when a project is given (flag or PUBQ_CLOUD_TRACE_PROJECT), else Jaeger.
-// PUBQ_CLOUD_TRACE_ENDPOINT (host:port, plaintext, no credentials) points it at a fake, for tests.
+// traceSource is Jaeger when --jaeger is given, else Cloud Trace when a project is (flag or
+// PUBQ_CLOUD_TRACE_PROJECT), else Jaeger at PUBQ_JAEGER_URL or its local default.
+// PUBQ_CLOUD_TRACE_ENDPOINT (host:port, plaintext, no credentials) points Cloud Trace at a fake, for tests.
 func (c *cli) traceSource(jaeger, project string) (traceview.Source, string, func(), error) {
-	if project == "" {
+	if project == "" && jaeger == "" {
 		project = c.getenv("PUBQ_CLOUD_TRACE_PROJECT")
+	}
+	if project != "" && jaeger != "" {
+		return nil, "", nil, usagef("trace reads one backend: give --jaeger or --cloud-trace-project, not both")
 	}
 	if project != "" {
 		var opts []option.ClientOption
@@ -462,7 +466,7 @@ func (c *cli) jobTraces(src traceview.Source, where, key string, lookback time.D
 	}
 	st, err := c.open()
 	if err != nil {
-		return nil, fmt.Errorf("pubq: %s has no span of job %q, and the database that records its trace ids is unavailable: %w", where, key, err)
+		return nil, fmt.Errorf("pubq: %s has no span of job %q (%w), and the database that records its trace ids is unavailable: %v", where, key, traceview.ErrNotFound, err)
 	}
 	j, err := inspect.New(st.Pool(), nil).Job(c.ctx, key, false)
 	if err != nil {
@@ -477,11 +481,12 @@ func (c *cli) jobTraces(src traceview.Source, where, key string, lookback time.D
 		traces = append(traces, t...)
 	}
 	if len(traces) == 0 {
-		return nil, fmt.Errorf("pubq: %s has no trace of job %q (trace ids in the database: %s)", where, key, strings.Join(ids, ", "))
+		return nil, fmt.Errorf("pubq: %s has no trace of job %q (trace ids in the database: %s): %w", where, key, strings.Join(ids, ", "), traceview.ErrNotFound)
 	}
 	return traces, nil
 }
 
+// traceIDsOf lists the trace ids the database recorded for a job, its attempts' first, without repeats.
 func traceIDsOf(j *inspect.JobInfo) []string {
 	var out []string
 	seen := map[string]bool{}

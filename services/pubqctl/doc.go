@@ -24,5 +24,6 @@
 // PUBQ_DASHBOARD_TOKENS and PUBQ_CLOUD_TRACE_PROJECT.
 //
 // Exit codes: 0 ok (an action that found nothing to do is ok and says why), 1 the operation failed,
-// 2 usage or configuration error (including an action without PUBQ_ACTOR), 3 no job has the key.
+// 2 usage or configuration error (including an action without PUBQ_ACTOR), 3 no job has the key (or,
+// for trace, the backend has no trace of it).
 package main

@@ -18,6 +18,7 @@ import (
 	"github.com/pubq/pubq/pkg/inspect"
 	"github.com/pubq/pubq/pkg/queue"
 	"github.com/pubq/pubq/pkg/store"
+	"github.com/pubq/pubq/pkg/traceview"
 )
 
 // Exit codes (documented in doc.go and in the usage text).
@@ -25,7 +26,7 @@ const (
 	exitOK       = 0
 	exitFailed   = 1 // the operation failed (database, Pub/Sub, a partial bulk action)
 	exitUsage    = 2 // bad flags or arguments, missing or invalid configuration, no actor
-	exitNotFound = 3 // no job has the key
+	exitNotFound = 3 // no job has the key (trace: the backend has no trace of it)
 )
 
 func main() {
@@ -114,7 +115,8 @@ const envHelp = `Environment:
 Times (--since, --until): 2026-11-25, 2026-11-25T14:00 (UTC), RFC 3339, or an age: 90m, 2h, 7d.
 
 Exit codes: 0 ok (an action that found nothing to do is ok and says so), 1 the operation failed,
-2 usage or configuration error (also: an action without PUBQ_ACTOR), 3 no job has the key.
+2 usage or configuration error (also: an action without PUBQ_ACTOR), 3 no job has the key (or, for
+trace, the backend has no trace of it).
 `
 
 func (c *cli) usage(w io.Writer) {
@@ -168,7 +170,7 @@ func (c *cli) exit(err error) int {
 	switch {
 	case errors.As(err, &ue), errors.Is(err, inspect.ErrNoActor), errors.Is(err, inspect.ErrInvalidFilter), errors.Is(err, inspect.ErrUnboundedFilter):
 		return exitUsage
-	case errors.As(err, &nf), errors.Is(err, inspect.ErrNotFound):
+	case errors.As(err, &nf), errors.Is(err, inspect.ErrNotFound), errors.Is(err, traceview.ErrNotFound):
 		return exitNotFound
 	}
 	return exitFailed

@@ -449,13 +449,13 @@ func TestTraceWithoutDatabase(t *testing.T) {
 	if code != 0 || !strings.Contains(stdout, "pubq job email.send") {
 		t.Fatalf("trace --id: %d\n%s\n%s", code, stdout, stderr)
 	}
-	if code, _, stderr = e.run(t, "trace", "--id", "00000000000000000000000000000bad"); code != 1 || !strings.Contains(stderr, "00000000000000000000000000000bad") {
+	if code, _, stderr = e.run(t, "trace", "--id", "00000000000000000000000000000bad"); code != 3 || !strings.Contains(stderr, "00000000000000000000000000000bad") {
 		t.Fatalf("trace --id of a missing trace: %d %q", code, stderr)
 	}
 	if code, stdout, stderr = e.run(t, "trace", "order-42"); code != 0 || !strings.Contains(stdout, "0af7651916cd43dd8448eb211c80319c") {
 		t.Fatalf("trace by key without a database: %d\n%s\n%s", code, stdout, stderr)
 	}
-	if code, _, stderr = e.run(t, "trace", "nowhere"); code == 0 || !strings.Contains(stderr, `no span of job "nowhere"`) || !strings.Contains(stderr, "PUBQ_DATABASE_URL") {
+	if code, _, stderr = e.run(t, "trace", "nowhere"); code != 3 || !strings.Contains(stderr, `no span of job "nowhere"`) || !strings.Contains(stderr, "PUBQ_DATABASE_URL") {
 		t.Fatalf("trace of a key the backend lacks, without a database: %d %q", code, stderr)
 	}
 }
@@ -518,13 +518,20 @@ func TestTraceFromCloudTrace(t *testing.T) {
 	if code, stdout, stderr = e.run(t, "trace", "order-42"); code != 0 || !strings.Contains(stdout, "pubq job email.send") {
 		t.Fatalf("trace by key from Cloud Trace: %d\n%s\n%s", code, stdout, stderr)
 	}
+	// An explicit --jaeger wins over the project in the environment (set for the dashboard).
+	if code, _, stderr = e.run(t, "trace", "order-42", "--jaeger", "http://127.0.0.1:1"); code != 1 || !strings.Contains(stderr, "http://127.0.0.1:1") {
+		t.Fatalf("--jaeger with PUBQ_CLOUD_TRACE_PROJECT set: %d %q", code, stderr)
+	}
+	if code, _, _ = e.run(t, "trace", "order-42", "--jaeger", "http://127.0.0.1:1", "--cloud-trace-project", "proj"); code != 2 {
+		t.Fatalf("both backends: exit %d, want 2", code)
+	}
 	fake.mu.Lock()
 	filters := strings.Join(fake.filters, " | ")
 	fake.mu.Unlock()
 	if !strings.Contains(filters, `pubq.job.key:"order-42"`) {
 		t.Errorf("Cloud Trace was searched with %q", filters)
 	}
-	if code, _, stderr = e.run(t, "trace", "--id", "00000000000000000000000000000bad"); code != 1 || !strings.Contains(stderr, "Cloud Trace project proj") {
+	if code, _, stderr = e.run(t, "trace", "--id", "00000000000000000000000000000bad"); code != 3 || !strings.Contains(stderr, "Cloud Trace project proj") {
 		t.Fatalf("missing trace in Cloud Trace: %d %q", code, stderr)
 	}
 }
