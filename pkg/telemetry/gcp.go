@@ -4,6 +4,11 @@ package telemetry
 
 import (
 	"context"
+	"net/http"
+	"strings"
+	"time"
+
+	"cloud.google.com/go/compute/metadata"
 
 	texporter "github.com/GoogleCloudPlatform/opentelemetry-operations-go/exporter/trace"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -19,4 +24,34 @@ var newGCPExporter = func(ctx context.Context, project string) (sdktrace.SpanExp
 		opts = append(opts, texporter.WithProjectID(project))
 	}
 	return texporter.New(opts...)
+}
+
+// LogProject is the project whose Cloud Logging format the logs take (LoggerOptions.GCPProject), so
+// log lines link to their traces: PUBQ_GCP_LOG_PROJECT when set; on Google Cloud without it (Cloud Run,
+// Cloud Functions, App Engine: see Setup), GOOGLE_CLOUD_PROJECT, else the metadata server's project id,
+// asked once for at most 2 s; off Google Cloud, "" (plain JSON). getenv is os.Getenv outside tests.
+func LogProject(ctx context.Context, getenv func(string) string) string {
+	if p := strings.TrimSpace(getenv("PUBQ_GCP_LOG_PROJECT")); p != "" {
+		return p
+	}
+	onCloud := false
+	for _, k := range gcpRuntimeEnv {
+		if getenv(k) != "" {
+			onCloud = true
+		}
+	}
+	if !onCloud {
+		return ""
+	}
+	if p := strings.TrimSpace(getenv("GOOGLE_CLOUD_PROJECT")); p != "" {
+		return p
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	// A client of its own: the package-level one caches the answer for the process.
+	p, err := metadata.NewClient(&http.Client{}).GetWithContext(ctx, "project/project-id")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(p)
 }

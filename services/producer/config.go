@@ -29,7 +29,6 @@ type config struct {
 	schedules  bool
 	shutdown   time.Duration
 	logLevel   slog.Level
-	gcpLog     string // project for Cloud Logging's structured format; "" for plain JSON
 	// dashboard: tokens ("name:secret") for the on-call dashboard under /ui/; none: not mounted.
 	dashboardTokens []string
 	// traceURL is the trace viewer the dashboard links to: "jaeger:<base URL>" or "cloudtrace".
@@ -160,7 +159,6 @@ func loadConfig(args []string, getenv func(string) string) (*config, error) {
 			bad("PUBQ_LOG_LEVEL=%q is not debug, info, warn or error", v)
 		}
 	}
-	c.gcpLog = getenv("PUBQ_GCP_LOG_PROJECT")
 	for _, t := range strings.Split(getenv("PUBQ_DASHBOARD_TOKENS"), ",") {
 		if t = strings.TrimSpace(t); t != "" {
 			c.dashboardTokens = append(c.dashboardTokens, t)

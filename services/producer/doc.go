@@ -21,7 +21,8 @@
 //	PUBQ_SHUTDOWN_TIMEOUT     how long requests in flight may finish after SIGTERM (default 10s)
 //	PUBQ_TRACE_SQL            false drops the per-query spans (default true)
 //	PUBQ_LOG_LEVEL            debug, info, warn or error (default info)
-//	PUBQ_GCP_LOG_PROJECT      switches the JSON logs to Cloud Logging's format, linked to traces
+//	PUBQ_GCP_LOG_PROJECT      switches the JSON logs to Cloud Logging's format, linked to traces (on Google
+//	                          Cloud the default is GOOGLE_CLOUD_PROJECT, else the metadata server's project)
 //	OTEL_*                    traces and metrics, see package telemetry
 //
 // Besides the API it serves GET /metrics (Prometheus). Logs are JSON on stderr. A bad configuration

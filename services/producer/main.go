@@ -38,13 +38,14 @@ func main() {
 
 // run returns the exit code: 0 after a clean shutdown, 1 when the producer fails, 2 for bad configuration.
 func run(ctx context.Context, args []string, getenv func(string) string) int {
-	log := telemetry.NewLogger(os.Stderr, telemetry.LoggerOptions{GCPProject: getenv("PUBQ_GCP_LOG_PROJECT")})
+	logProject := telemetry.LogProject(ctx, getenv)
+	log := telemetry.NewLogger(os.Stderr, telemetry.LoggerOptions{GCPProject: logProject})
 	cfg, err := loadConfig(args, getenv)
 	if err != nil {
 		log.Error("producer: invalid configuration", "error", err)
 		return 2
 	}
-	log = telemetry.NewLogger(os.Stderr, telemetry.LoggerOptions{Level: cfg.logLevel, GCPProject: cfg.gcpLog})
+	log = telemetry.NewLogger(os.Stderr, telemetry.LoggerOptions{Level: cfg.logLevel, GCPProject: logProject})
 	slog.SetDefault(log)
 	log.Info("garbage collector", "gc", gctune.Apply())
 	if err := serve(ctx, cfg, log); err != nil {

@@ -38,14 +38,14 @@ import (
 var version = "dev"
 
 func main() {
-	log := telemetry.NewLogger(os.Stderr, telemetry.LoggerOptions{Level: slog.LevelInfo, GCPProject: os.Getenv("PUBQ_GCP_LOG_PROJECT")})
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	log := telemetry.NewLogger(os.Stderr, telemetry.LoggerOptions{Level: slog.LevelInfo, GCPProject: telemetry.LogProject(ctx, os.Getenv)})
 	slog.SetDefault(log)
 	cmd := "run"
 	if len(os.Args) > 1 {
 		cmd = os.Args[1]
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
 	var err error
 	switch cmd {
 	case "run":
