@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make demo: the whole local stack — Pub/Sub emulator, PostgreSQL, producer and worker as separate
-# processes (and Jaeger, if infra/jaeger.sh build was run once) — a few thousand jobs over HTTP with live
+# processes (and Jaeger: one already listening on 16686, e.g. from docker compose, or the one
+# infra/jaeger.sh build made) — a few thousand jobs over HTTP with live
 # progress, a summary, then teardown. Needs only what make build produced in bin/.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
@@ -11,7 +12,7 @@ infra/stack.sh down >/dev/null 2>&1 || true # a stack left by an interrupted or 
 rm -rf "$PUBQ_RUN_DIR"
 mkdir -p "$PUBQ_RUN_DIR"
 pids=()
-jaeger=""
+jaeger="" traces=""
 pport="" wport=""
 cleanup() {
 	rc=$?
@@ -33,12 +34,19 @@ trap 'exit 130' INT TERM
 echo "▶ starting the Pub/Sub emulator and a throwaway PostgreSQL"
 eval "$(infra/stack.sh up)"
 export PUBQ_PROJECT=pubq-demo PUBQ_QUEUES="$root/queues.yaml" PUBQ_SCHEDULES=false
-if [[ -x .tools/jaeger ]]; then
+if curl -fsS -m 2 http://127.0.0.1:16686/api/services >/dev/null 2>&1; then
+	# One already runs (docker compose -f docker-compose.emulator.yml up jaeger, or an earlier start):
+	# use it and leave it running.
+	echo "▶ using the Jaeger already running (traces: http://127.0.0.1:16686)"
+	traces=1
+elif [[ -x .tools/jaeger ]]; then
 	echo "▶ starting Jaeger (traces: http://127.0.0.1:16686)"
 	if infra/jaeger.sh start >/dev/null 2>&1; then
-		jaeger=1
-		export OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf PUBQ_JAEGER_URL=http://127.0.0.1:16686 OTEL_BSP_SCHEDULE_DELAY=500
+		jaeger=1 traces=1
 	fi
+fi
+if [[ -n "${traces:-}" ]]; then
+	export OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf PUBQ_JAEGER_URL=http://127.0.0.1:16686 OTEL_BSP_SCHEDULE_DELAY=500
 fi
 echo "▶ bootstrapping topics and subscriptions from queues.yaml, migrating the database"
 bin/worker bootstrap 2>"$PUBQ_RUN_DIR/bootstrap.log"
@@ -61,7 +69,7 @@ for url in "http://127.0.0.1:$pport/readyz" "http://127.0.0.1:$wport/readyz"; do
 done
 
 bin/demo --jobs "${DEMO_JOBS:-3000}" --producer "http://127.0.0.1:$pport" --token "$token" --sample-file "$PUBQ_RUN_DIR/sample"
-if [[ -n "$jaeger" && -s "$PUBQ_RUN_DIR/sample" ]]; then
+if [[ -n "${traces:-}" && -s "$PUBQ_RUN_DIR/sample" ]]; then
 	key=$(sed -n 1p "$PUBQ_RUN_DIR/sample")
 	attempts=$(sed -n 3p "$PUBQ_RUN_DIR/sample")
 	echo
