@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel"
@@ -33,13 +34,18 @@ type Metrics struct {
 	enqueued, started, succeeded, failed, retried metric.Int64Counter
 	deadLettered, duplicates, rescued             metric.Int64Counter
 	leaseRenewed, leaseLost                       metric.Int64Counter
-	inFlight                                      metric.Int64UpDownCounter
+	inFlight                                      metric.Int64ObservableUpDownCounter
 	queueWait, duration                           metric.Float64Histogram
 	backlog                                       metric.Int64ObservableGauge
 	oldestAge                                     metric.Float64ObservableGauge
 
 	meter metric.Meter
-	sets  sync.Map // labelKey → attribute.Set, so the hot path does not rebuild sets
+	// labelKey → metric.MeasurementOption of its attribute set, built once: the hot path neither
+	// rebuilds the set nor boxes a new option.
+	sets sync.Map
+	// queue → *atomic.Int64 of attempts running now, observed on collection: two SDK updates per
+	// attempt saved.
+	running sync.Map
 
 	mu     sync.Mutex
 	outbox metric.Registration
@@ -73,8 +79,15 @@ func NewMetrics(mp metric.MeterProvider) (*Metrics, error) {
 	counter(&m.leaseRenewed, "pubq.leases.renewed", "Job lease renewals.", "{lease}")
 	counter(&m.leaseLost, "pubq.leases.lost", "Job leases lost to another worker or to expiry.", "{lease}")
 	if err == nil {
-		m.inFlight, err = m.meter.Int64UpDownCounter("pubq.jobs.in_flight",
-			metric.WithDescription("Job attempts running now."), metric.WithUnit("{job}"))
+		m.inFlight, err = m.meter.Int64ObservableUpDownCounter("pubq.jobs.in_flight",
+			metric.WithDescription("Job attempts running now."), metric.WithUnit("{job}"),
+			metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+				m.running.Range(func(q, n any) bool {
+					o.Observe(n.(*atomic.Int64).Load(), m.queueOnly(q.(string)).(metric.ObserveOption))
+					return true
+				})
+				return nil
+			}))
 	}
 	if err == nil {
 		m.queueWait, err = m.meter.Float64Histogram("pubq.job.queue_wait",
@@ -101,8 +114,8 @@ func NewMetrics(mp metric.MeterProvider) (*Metrics, error) {
 }
 
 func (m *Metrics) attrs(k labelKey) metric.MeasurementOption {
-	if s, ok := m.sets.Load(k); ok {
-		return metric.WithAttributeSet(s.(attribute.Set))
+	if o, ok := m.sets.Load(k); ok {
+		return o.(metric.MeasurementOption)
 	}
 	kvs := []attribute.KeyValue{attribute.String(MetricKeyQueue, k.queue)}
 	if k.extraKey != MetricKeyQueue {
@@ -111,9 +124,9 @@ func (m *Metrics) attrs(k labelKey) metric.MeasurementOption {
 			kvs = append(kvs, attribute.String(k.extraKey, k.extra))
 		}
 	}
-	s := attribute.NewSet(kvs...)
-	m.sets.Store(k, s)
-	return metric.WithAttributeSet(s)
+	o := metric.WithAttributeSet(attribute.NewSet(kvs...))
+	m.sets.Store(k, o)
+	return o
 }
 
 func (m *Metrics) queueKind(queue, kind string) metric.MeasurementOption {
@@ -209,7 +222,11 @@ func (m *Metrics) InFlight(ctx context.Context, queue string, delta int64) {
 	if m == nil {
 		return
 	}
-	m.inFlight.Add(ctx, delta, m.queueOnly(queue))
+	n, ok := m.running.Load(queue)
+	if !ok {
+		n, _ = m.running.LoadOrStore(queue, new(atomic.Int64))
+	}
+	n.(*atomic.Int64).Add(delta)
 }
 
 // LeaseRenewed counts a lease renewal (pubq_leases_renewed_total).
