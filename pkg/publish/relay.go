@@ -12,7 +12,6 @@ import (
 	"cloud.google.com/go/pubsub/v2"
 	"github.com/cenkalti/backoff/v4"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -220,8 +219,8 @@ func (r *Relay) publish(ctx context.Context, msgs []store.OutboxMessage) []error
 	for i, err := range errs {
 		if err != nil {
 			// The line names the job and carries the trace it was published in.
-			lctx := trace.ContextWithRemoteSpanContext(ctx, telemetry.SpanContextFromTraceParent(msgs[i].TraceParent, ""))
-			lctx = telemetry.WithJob(lctx, telemetry.Job{Key: msgs[i].JobKey, Kind: msgs[i].Attributes[job.AttrKind]})
+			lctx := telemetry.WithJob(telemetry.ContextWithTraceParent(ctx, msgs[i].TraceParent),
+				telemetry.Job{Key: msgs[i].JobKey, Kind: msgs[i].Attributes[job.AttrKind]})
 			r.log.WarnContext(lctx, "publish failed; will retry from the outbox", "topic", msgs[i].Topic, "error", err)
 		}
 	}

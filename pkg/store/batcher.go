@@ -83,6 +83,13 @@ type group struct {
 
 func (g *group) size() int { return len(g.claims) + len(g.leases) }
 
+// link records a request's span for the round trip's span to link to, if it is sampled.
+func (g *group) link(sc trace.SpanContext) {
+	if sc.IsSampled() {
+		g.links = append(g.links, trace.Link{SpanContext: sc})
+	}
+}
+
 type recordState struct {
 	left int  // claimed jobs not yet done
 	keep bool // a job was done without being settled: the rescuer's sweep deletes the record
@@ -187,9 +194,7 @@ func (b *Batcher) Claim(ctx context.Context, req ClaimRequest) (ClaimResult, err
 	g := b.groupLocked()
 	i := len(g.claims)
 	g.claims = append(g.claims, req)
-	if sc.IsSampled() {
-		g.links = append(g.links, trace.Link{SpanContext: sc})
-	}
+	g.link(sc)
 	b.maybeFlushLocked()
 	b.mu.Unlock()
 	select {
@@ -213,9 +218,7 @@ func (b *Batcher) Complete(ctx context.Context, l Lease) error {
 	g := b.groupLocked()
 	i := len(g.leases)
 	g.leases = append(g.leases, l)
-	if sc.IsSampled() {
-		g.links = append(g.links, trace.Link{SpanContext: sc})
-	}
+	g.link(sc)
 	b.maybeFlushLocked()
 	b.mu.Unlock()
 	select {

@@ -20,9 +20,9 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
-)
 
-const tracerName = "github.com/pubq/pubq/pkg/store"
+	"github.com/pubq/pubq/pkg/telemetry"
+)
 
 // Errors returned by the store.
 var (
@@ -127,7 +127,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		}
 		pc.ConnConfig.Tracer = otelpgx.NewTracer(otelpgx.WithTracerProvider(tp))
 		if _, off := tp.(noop.TracerProvider); !off {
-			s.tracer = tp.Tracer(tracerName)
+			s.tracer = tp.Tracer(telemetry.ScopeName)
 		}
 	}
 	s.poolCfg = pc.Copy()

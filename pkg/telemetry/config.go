@@ -90,7 +90,7 @@ func readTraceConfig() (traceConfig, error) {
 		switch {
 		case c.endpoint != "":
 			c.exporters = []string{ExporterOTLP}
-		case onGCP():
+		case onGCP(os.Getenv):
 			c.exporters = []string{ExporterGCP}
 		}
 		return c, nil
@@ -106,7 +106,7 @@ func readTraceConfig() (traceConfig, error) {
 			return c, nil
 		case ExporterOTLP, ExporterConsole:
 		case ExporterGCP:
-			if c.project == "" && !onGCP() {
+			if c.project == "" && !onGCP(os.Getenv) {
 				return c, fmt.Errorf("telemetry: OTEL_TRACES_EXPORTER=gcp needs GOOGLE_CLOUD_PROJECT outside Google Cloud")
 			}
 		default:
@@ -120,9 +120,9 @@ func readTraceConfig() (traceConfig, error) {
 	return c, nil
 }
 
-func onGCP() bool {
+func onGCP(getenv func(string) string) bool {
 	for _, k := range gcpRuntimeEnv {
-		if os.Getenv(k) != "" {
+		if getenv(k) != "" {
 			return true
 		}
 	}
@@ -172,6 +172,9 @@ func samplerFromEnv() (sdktrace.Sampler, string, error) {
 // or none, comma-separated; default tracecontext,baggage). It governs HTTP headers only: the Pub/Sub
 // wire format is W3C trace context whatever this says (googclient_traceparent, traceparent). autoprop
 // only reports an unknown name and carries on; here it is an error.
+// propagatorNames are the OTEL_PROPAGATORS values autoprop knows, as error messages list them.
+const propagatorNames = "tracecontext, baggage, b3, b3multi, jaeger, xray, ottrace or none"
+
 func propagatorFromEnv() (propagation.TextMapPropagator, string, error) {
 	v := getenv("OTEL_PROPAGATORS")
 	if v == "" {
@@ -184,18 +187,18 @@ func propagatorFromEnv() (propagation.TextMapPropagator, string, error) {
 		}
 	}
 	if len(names) == 0 {
-		return nil, "", fmt.Errorf("telemetry: OTEL_PROPAGATORS=%q names no propagator (want tracecontext, baggage, b3, b3multi, jaeger, xray, ottrace or none)", v)
+		return nil, "", fmt.Errorf("telemetry: OTEL_PROPAGATORS=%q names no propagator (want %s)", v, propagatorNames)
 	}
 	for _, n := range names { // autoprop stops reading at "none": check the rest first
 		switch n {
 		case "tracecontext", "baggage", "b3", "b3multi", "jaeger", "xray", "ottrace", "none":
 		default:
-			return nil, "", fmt.Errorf("telemetry: OTEL_PROPAGATORS=%q: unknown propagator %q (want tracecontext, baggage, b3, b3multi, jaeger, xray, ottrace or none)", v, n)
+			return nil, "", fmt.Errorf("telemetry: OTEL_PROPAGATORS=%q: unknown propagator %q (want %s)", v, n, propagatorNames)
 		}
 	}
 	p, err := autoprop.TextMapPropagator(names...)
-	if err != nil {
-		return nil, "", fmt.Errorf("telemetry: OTEL_PROPAGATORS=%q: %w (want tracecontext, baggage, b3, b3multi, jaeger, xray, ottrace or none)", v, err)
+	if err != nil { // every name was checked above; autoprop's registry is the authority all the same
+		return nil, "", fmt.Errorf("telemetry: OTEL_PROPAGATORS=%q: %w", v, err)
 	}
 	return p, strings.Join(names, ","), nil
 }

@@ -34,13 +34,7 @@ func LogProject(ctx context.Context, getenv func(string) string) string {
 	if p := strings.TrimSpace(getenv("PUBQ_GCP_LOG_PROJECT")); p != "" {
 		return p
 	}
-	onCloud := false
-	for _, k := range gcpRuntimeEnv {
-		if getenv(k) != "" {
-			onCloud = true
-		}
-	}
-	if !onCloud {
+	if !onGCP(getenv) {
 		return ""
 	}
 	if p := strings.TrimSpace(getenv("GOOGLE_CLOUD_PROJECT")); p != "" {

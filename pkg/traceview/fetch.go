@@ -76,8 +76,8 @@ func FetchJob(ctx context.Context, src Source, q JobQuery) ([]*Trace, error) {
 				if err != nil {
 					return nil, fmt.Errorf("traceview: following a link from trace %s: %w", t.TraceID, err)
 				}
-				if carriesKey(lt, q.Key) {
-					lt = Focus(lt, q.Key)
+				if f := Focus(lt, q.Key); f != lt { // the job's own: its links lead on
+					lt = f
 					queue = append(queue, lt)
 				}
 				out = append(out, lt)
@@ -103,7 +103,8 @@ func carriesKey(t *Trace, key string) bool {
 
 // Focus returns t with only the spans that concern the job key: those that carry it, their ancestors
 // and their descendants; Omitted counts the rest. One HTTP request that enqueued a batch is one trace
-// holding every job of the batch, and on-call asks about one. A trace without the key is returned as is.
+// holding every job of the batch, and on-call asks about one. A trace without the key is returned as
+// is (the same pointer).
 func Focus(t *Trace, key string) *Trace {
 	if !carriesKey(t, key) {
 		return t
