@@ -199,7 +199,7 @@ func (b *Batcher) Claim(ctx context.Context, req ClaimRequest) (ClaimResult, err
 	b.mu.Unlock()
 	select {
 	case <-g.done:
-		linkRoundTrip(ctx, sc, g, "claim")
+		linkRoundTrip(ctx, sc, g, claimLink)
 		return g.results[i], g.err
 	case <-ctx.Done():
 		// The claim may still happen; its lease then expires and the job is taken over.
@@ -223,7 +223,7 @@ func (b *Batcher) Complete(ctx context.Context, l Lease) error {
 	b.mu.Unlock()
 	select {
 	case <-g.done:
-		linkRoundTrip(ctx, sc, g, "completion")
+		linkRoundTrip(ctx, sc, g, completionLink)
 		if g.err != nil {
 			return g.err
 		}
@@ -248,11 +248,18 @@ func (b *Batcher) requestSpan(ctx context.Context) trace.SpanContext {
 // linkRoundTrip links a request's span to the round trip that carried it, whose span (with the
 // round trip's SQL under it) links back to every request's span: a job's trace leads to its claim and
 // completion queries, though they ran in a batch of their own.
-func linkRoundTrip(ctx context.Context, sc trace.SpanContext, g *group, what string) {
+func linkRoundTrip(ctx context.Context, sc trace.SpanContext, g *group, what []attribute.KeyValue) {
 	if sc.IsSampled() && g.span.IsValid() {
-		trace.SpanFromContext(ctx).AddLink(trace.Link{SpanContext: g.span, Attributes: []attribute.KeyValue{telemetry.AttrLink.String(what)}})
+		trace.SpanFromContext(ctx).AddLink(trace.Link{SpanContext: g.span, Attributes: what})
 	}
 }
+
+// The links' attributes, shared read-only by every link (the SDK copies what it changes): one
+// allocation less per request, twice per job.
+var (
+	claimLink      = []attribute.KeyValue{telemetry.AttrLink.String("claim")}
+	completionLink = []attribute.KeyValue{telemetry.AttrLink.String("completion")}
+)
 
 // Close flushes what is pending and waits for in-flight round trips. Idempotent.
 func (b *Batcher) Close() {

@@ -365,6 +365,9 @@ func (w *Worker) deadLetterRaw(ctx context.Context, rq *runQueue, m *delivery, j
 	m.Ack()
 }
 
+// previousAttemptLink is shared read-only by every retry's link (the SDK copies what it changes).
+var previousAttemptLink = []attribute.KeyValue{telemetry.AttrLink.String("previous_attempt")}
+
 // startSpan starts the handler's span as a child of the Pub/Sub client's process span, or — for a message
 // published with a plain W3C traceparent and no client tracing — as a child of that context, linked to
 // the process span. When the receiving client does not trace (no process span) but the publisher's did,
@@ -394,7 +397,7 @@ func (w *Worker) startSpan(ctx, mctx context.Context, m *delivery, j *job.Job) (
 		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: process}))
 	}
 	if prev := telemetry.SpanContextFromTraceParent(m.Attributes[job.AttrPrevTraceParent], ""); prev.IsValid() {
-		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: prev, Attributes: []attribute.KeyValue{telemetry.AttrLink.String("previous_attempt")}}))
+		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: prev, Attributes: previousAttemptLink}))
 	}
 	ctx, span := w.tracer.Start(ctx, "pubq job "+j.Kind, opts...)
 	if span.IsRecording() { // attributes cost allocations; an unsampled span needs none

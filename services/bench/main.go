@@ -63,6 +63,7 @@ import (
 
 type options struct {
 	gc           string // the garbage collector's settings, as gctune applied them
+	drainProfile string // prefix of per-drain CPU profiles ("" for none)
 	messages     int
 	streams      int
 	outstanding  int
@@ -135,6 +136,7 @@ func main() {
 	flag.IntVar(&o.flushes, "batch-flushes", 0, "pubq: claim/completion round trips in flight (0: worker default)")
 	flag.DurationVar(&o.delay, "batch-delay", 0, "pubq: longest wait for batch companions (0: worker default)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	flag.StringVar(&o.drainProfile, "drain-profile", "", "write a CPU profile of each measured drain alone to PREFIX-MODE-ROUND.prof (not with --cpuprofile)")
 	memprofile := flag.String("memprofile", "", "write an allocation profile of the whole run to this file")
 	flag.Parse()
 	if o.subs < 1 || o.streams < o.subs || o.outstanding < o.subs || o.window < 0 {
@@ -144,6 +146,10 @@ func main() {
 	if *memprofile != "" {
 		runtime.MemProfileRate = 4096 // fine enough to count the hot path's allocations per job
 		defer writeHeapProfile(*memprofile)
+	}
+	if *cpuprofile != "" && o.drainProfile != "" {
+		fmt.Fprintln(os.Stderr, "bench: --cpuprofile and --drain-profile exclude each other (one CPU profile at a time)")
+		os.Exit(2)
 	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
@@ -398,6 +404,20 @@ func runMode(ctx context.Context, o options, project, mode string, round int) (R
 		slots = make(chan struct{}, o.window)
 	}
 	srv := findServers()
+	stopProfile := func() {}
+	if o.drainProfile != "" && round > 0 {
+		// Only the measured drain: the warm-up and the in-process publishing are not the worker's.
+		f, err := os.Create(fmt.Sprintf("%s-%s-%d.prof", o.drainProfile, mode, round))
+		if err != nil {
+			return res, err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			_ = f.Close()
+			return res, err
+		}
+		stopProfile = func() { pprof.StopCPUProfile(); _ = f.Close(); stopProfile = func() {} }
+		defer func() { stopProfile() }()
+	}
 	cpu0, emu0, pg0 := cpuTime(), treeCPU(srv.emulator), treeCPU(srv.postgres)
 	var n atomic.Int64
 	var first, last atomic.Int64
@@ -468,6 +488,7 @@ wait:
 			return res, fmt.Errorf("throughput phase timed out with %d of %d done", n.Load(), total)
 		}
 	}
+	stopProfile()
 	res.Seconds = float64(last.Load()-first.Load()) / 1e9
 	res.JobsPerSec = float64(o.messages) / res.Seconds
 	perJob := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) / float64(o.messages) }
