@@ -237,7 +237,8 @@ func (m *Metrics) LeaseRenewed(ctx context.Context, queue string) {
 	m.leaseRenewed.Add(ctx, 1, m.queueOnly(queue))
 }
 
-// LeaseLost counts a lease lost while its attempt ran (pubq_leases_lost_total).
+// LeaseLost counts a lease lost while its attempt ran (pubq_leases_lost_total). The worker counts an
+// attempt once, however many ways it finds out.
 func (m *Metrics) LeaseLost(ctx context.Context, queue string) {
 	if m == nil {
 		return

@@ -41,6 +41,7 @@ type leaseEntry struct {
 	// until is when the lease runs out as far as this process knows: the claim or the last renewal that
 	// succeeded, plus Lease (both measured from before the statement, so it errs early).
 	until time.Time
+	lost  bool // counted in pubq_leases_lost_total: once per run, however many ways it found out
 }
 
 func newLeaseKeeper(st *store.Store, lease time.Duration, m *telemetry.Metrics, log *slog.Logger) *leaseKeeper {
@@ -67,6 +68,26 @@ func (k *leaseKeeper) remove(l store.Lease) {
 	k.mu.Unlock()
 	if e != nil && e.done != nil {
 		close(e.done)
+	}
+}
+
+// lost counts l's run (of queue) as one whose lease was lost: a fenced statement of its own (completion,
+// failure) found the job taken over. A run the keeper already counted is not counted again; one not
+// registered (its failure recorded before the handler ran) is counted as it is.
+func (k *leaseKeeper) lost(ctx context.Context, l store.Lease, queue string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if e, ok := k.running[l]; ok {
+		k.countLostLocked(ctx, e)
+		return
+	}
+	k.metrics.LeaseLost(ctx, queue)
+}
+
+func (k *leaseKeeper) countLostLocked(ctx context.Context, e *leaseEntry) {
+	if !e.lost {
+		e.lost = true
+		k.metrics.LeaseLost(ctx, e.queue)
 	}
 }
 
@@ -141,7 +162,7 @@ func (k *leaseKeeper) renew(ctx context.Context) {
 			continue // finished meanwhile
 		}
 		if lostSet[l] {
-			k.metrics.LeaseLost(ctx, e.queue)
+			k.countLostLocked(ctx, e)
 			e.cancel(ErrLeaseLost)
 			continue
 		}
@@ -159,7 +180,7 @@ func (k *leaseKeeper) expire(ctx context.Context, leases []store.Lease) {
 	defer k.mu.Unlock()
 	for _, l := range leases {
 		if e, ok := k.running[l]; ok && e.until.Before(deadline) {
-			k.metrics.LeaseLost(ctx, e.queue)
+			k.countLostLocked(ctx, e) // every failed renewal after the first finds it again
 			e.cancel(errLeaseUnconfirmed)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pubq/pubq/pkg/pubqtest"
 	"github.com/pubq/pubq/pkg/store"
 	"github.com/pubq/pubq/pkg/testenv"
 )
@@ -23,7 +24,8 @@ func TestFailedRenewalsStopHandlersAtLeaseEnd(t *testing.T) {
 	}
 	st.Close() // every renewal now fails
 	const lease = 3 * time.Second
-	k := newLeaseKeeper(st, lease, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	m, counter := pubqtest.Metrics(t)
+	k := newLeaseKeeper(st, lease, m, slog.New(slog.NewTextHandler(io.Discard, nil)))
 
 	oldCtx, oldCancel := context.WithCancelCause(ctx)
 	defer oldCancel(nil)
@@ -39,6 +41,12 @@ func TestFailedRenewalsStopHandlersAtLeaseEnd(t *testing.T) {
 	}
 	if got := context.Cause(newCtx); got != nil {
 		t.Errorf("a run with most of its lease left was cancelled: %v", got)
+	}
+	// Every later failed renewal finds the same run again (it ends only when its handler returns).
+	k.renew(ctx)
+	k.renew(ctx)
+	if lost := counter("pubq.leases.lost"); lost != 1 {
+		t.Errorf("pubq.leases.lost = %d after three failed renewals of one run, want 1", lost)
 	}
 }
 

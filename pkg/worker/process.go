@@ -114,7 +114,7 @@ func (w *Worker) handle(mctx context.Context, rq *runQueue, m *delivery) {
 	ctx = telemetry.WithJob(ctx, telemetry.Job{Queue: q.Name, Kind: j.Kind, Key: j.Key, ID: j.ID, Attempt: j.Attempt})
 	if res.Attempt > policy.MaxAttempts {
 		// Earlier attempts died with their workers; the job has had all its attempts.
-		w.finishFailure(ctx, rq, m, j, lease, policy, span, job.Permanent(fmt.Errorf("pubq: attempt %d exceeds max attempts %d (earlier workers were lost)", res.Attempt, policy.MaxAttempts)), time.Now())
+		handedOver = w.finishFailure(ctx, rq, m, j, lease, policy, span, job.Permanent(fmt.Errorf("pubq: attempt %d exceeds max attempts %d (earlier workers were lost)", res.Attempt, policy.MaxAttempts)), time.Now())
 		return
 	}
 
@@ -154,6 +154,7 @@ func (w *Worker) handle(mctx context.Context, rq *runQueue, m *delivery) {
 		if err := rq.batcher.Complete(ctx, lease); err != nil {
 			if errors.Is(err, store.ErrLeaseLost) {
 				handedOver = true
+				w.leases.lost(ctx, lease, q.Name)
 				span.SetStatus(codes.Error, "lease lost before completion")
 			} else {
 				span.RecordError(err)
@@ -165,6 +166,9 @@ func (w *Worker) handle(mctx context.Context, rq *runQueue, m *delivery) {
 		// This worker no longer owns the outcome (taken over), or stops before it was reached. Only a
 		// fenced statement's answer proves the job is someone else's now; failed renewals do not.
 		handedOver = leaseTaken(cause, herr)
+		if errors.Is(herr, store.ErrLeaseLost) {
+			w.leases.lost(ctx, lease, q.Name) // the transactional completion was fenced off (if the keeper's cause, counted there)
+		}
 		if cause == errShutdown {
 			if err := w.store.Release(ctx, lease); err != nil {
 				w.log.WarnContext(ctx, "releasing an unfinished job at shutdown failed; it runs again once its lease expires",
@@ -185,7 +189,7 @@ func (w *Worker) handle(mctx context.Context, rq *runQueue, m *delivery) {
 	w.cfg.Metrics.Failed(ctx, q.Name, j.Kind, time.Since(start))
 	span.RecordError(herr)
 	span.SetStatus(codes.Error, herr.Error())
-	w.finishFailure(ctx, rq, m, j, lease, policy, span, herr, start)
+	handedOver = w.finishFailure(ctx, rq, m, j, lease, policy, span, herr, start)
 }
 
 // leaseTaken reports whether a run abandoned with cause (its context's) and herr (the handler's error)
@@ -255,14 +259,16 @@ func (w *Worker) claim(ctx context.Context, rq *runQueue, j *job.Job, p *retry.P
 	}
 }
 
-// finishFailure records what a failed attempt leads to and acks only once that is durable.
-func (w *Worker) finishFailure(ctx context.Context, rq *runQueue, m *delivery, j *job.Job, lease store.Lease, p *retry.Policy, span trace.Span, herr error, start time.Time) {
+// finishFailure records what a failed attempt leads to and acks only once that is durable. It reports
+// whether the failure's fenced statement found the job taken over (the attempt is then settled: its
+// outcome belongs to the new holder).
+func (w *Worker) finishFailure(ctx context.Context, rq *runQueue, m *delivery, j *job.Job, lease store.Lease, p *retry.Policy, span trace.Span, herr error, start time.Time) (handedOver bool) {
 	q := rq.q
 	outcome, delay := job.Classify(herr)
 	var ce *errCommit
 	if errors.As(herr, &ce) {
 		m.Nack() // the commit failed: the job is not done and not failed; let the redelivery decide
-		return
+		return false
 	}
 	f := store.Failure{Lease: lease, Attempt: j.Attempt, Error: job.Truncate(herr.Error(), 4096), Worker: w.cfg.Owner,
 		StartedAt: start, TraceParent: telemetry.TraceParent(span.SpanContext())}
@@ -292,11 +298,19 @@ func (w *Worker) finishFailure(ctx context.Context, rq *runQueue, m *delivery, j
 			Attributes: job.DeadLetterAttributes(m.Attributes, q.Name, reason, herr.Error(), j.Attempt, time.Now()), TraceParent: f.TraceParent}
 	}
 	runAt, err := w.store.Fail(ctx, f)
+	if errors.Is(err, store.ErrLeaseLost) {
+		// Taken over while it failed (its lease had lapsed): the new holder's attempt decides the job.
+		w.leases.lost(ctx, lease, q.Name)
+		span.SetStatus(codes.Error, "lease lost before the failure was recorded")
+		w.log.WarnContext(ctx, "lease lost before the failure was recorded; the job's new holder decides it", "error", herr.Error())
+		m.Nack()
+		return true
+	}
 	if err != nil {
 		span.RecordError(err)
 		w.log.WarnContext(ctx, "recording the failure failed; message will be redelivered", "error", err)
 		m.Nack()
-		return
+		return false
 	}
 	switch f.Kind {
 	case store.FailRetry, store.FailSnooze:
@@ -311,6 +325,7 @@ func (w *Worker) finishFailure(ctx context.Context, rq *runQueue, m *delivery, j
 		w.log.WarnContext(ctx, "job dead-lettered", "reason", reason, "error", herr.Error())
 	}
 	m.Ack()
+	return false
 }
 
 // retryMessage is the delivery of the next attempt: the same data and attributes, the new attempt

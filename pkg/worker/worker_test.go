@@ -13,6 +13,7 @@ import (
 
 	"cloud.google.com/go/pubsub/v2"
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+	"github.com/jackc/pgx/v5"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/pubq/pubq/pkg/admin"
@@ -52,7 +53,7 @@ queues:
     subscription: pubq-default-worker
     dead_letter_topic: pubq-default-dead
     dead_letter_subscription: pubq-default-dead-inspect
-    kinds: [demo.record, demo.flaky, test.slow]
+    kinds: [demo.record, demo.flaky, test.slow, test.takeover, test.takeover_tx]
   bulk:
     topic: pubq-bulk
     subscription: pubq-bulk-worker
@@ -558,4 +559,80 @@ func (b *bundle) runBlockJob(t *testing.T, shutdown time.Duration, key string, h
 		t.Fatalf("job %s never started", key)
 	}
 	return errc, cancel
+}
+
+// A run whose job is taken over while it runs (its lease lapsed and a new holder claimed it, which
+// bumps the fence) finds out at its own fenced statement: the completion, the failure, or a
+// transactional handler's commit. Each such run counts one lost lease, settles without an outcome of
+// its own (its claim record can go), and the redelivery runs the job to its end under the new fence.
+func TestTakenOverRunCountsOneLostLease(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var mu sync.Mutex
+	attempts := map[string][]int{}
+	// As a new holder's claim of the lapsed lease would, leaving a lease that has run out again, so the
+	// redelivery can claim the job in turn.
+	takeOver := func(ctx context.Context, j *job.Job) error {
+		mu.Lock()
+		attempts[j.Key] = append(attempts[j.Key], j.Attempt)
+		mu.Unlock()
+		if j.Attempt > 1 {
+			return nil
+		}
+		_, err := b.st.Pool().Exec(ctx, `UPDATE pubq.jobs SET fence = fence + 1, lease_until = now() - interval '1 second' WHERE key = $1`, j.Key)
+		return err
+	}
+	b.mux.HandleFunc("test.takeover", func(ctx context.Context, j *job.Job) error {
+		if err := takeOver(ctx, j); err != nil || j.Attempt > 1 {
+			return err
+		}
+		if strings.HasSuffix(j.Key, "-fail") {
+			return fmt.Errorf("failed after losing the job")
+		}
+		return nil
+	})
+	b.mux.HandleTx("test.takeover_tx", worker.TxHandlerFunc(func(ctx context.Context, _ pgx.Tx, j *job.Job) error {
+		return takeOver(ctx, j)
+	}))
+	m, counter := pubqtest.Metrics(t)
+	var logs pubqtest.SyncBuffer
+	stop := b.run(t, worker.Config{Metrics: m, Logger: telemetry.NewLogger(&logs, telemetry.LoggerOptions{})})
+	keys := map[string]string{"lost-complete": "test.takeover", "lost-fail": "test.takeover", "lost-commit": "test.takeover_tx"}
+	for key, kind := range keys {
+		b.enqueue(t, kind, key, demo.Payload{})
+	}
+	for key := range keys {
+		waitFor(t, 30*time.Second, key+" to succeed", func() bool { s, _ := b.jobState(t, key); return s == "succeeded" })
+	}
+	stop() // the batcher's last round trip deletes the settled claim records
+
+	mu.Lock()
+	defer mu.Unlock()
+	for key := range keys {
+		if got := fmt.Sprint(attempts[key]); got != "[1 2]" {
+			t.Errorf("%s ran attempts %s, want [1 2]: the taken-over run, then the redelivery", key, got)
+		}
+		if _, attempt := b.jobState(t, key); attempt != 2 {
+			t.Errorf("%s finished at attempt %d, want 2", key, attempt)
+		}
+	}
+	if lost := counter("pubq.leases.lost"); lost != 3 {
+		t.Errorf("pubq.leases.lost = %d, want 3 (one per taken-over run)", lost)
+	}
+	if s, f := counter("pubq.jobs.succeeded"), counter("pubq.jobs.failed"); s != 3 || f != 1 {
+		t.Errorf("succeeded %d, failed %d; want 3 (the attempts 2) and 1 (lost-fail's attempt 1)", s, f)
+	}
+	if n := counter("pubq.jobs.retried") + counter("pubq.jobs.dead_lettered"); n != 0 {
+		t.Errorf("%d retries or dead letters recorded by runs that had lost their job", n)
+	}
+	if strings.Contains(logs.String(), "recording the failure failed") || strings.Count(logs.String(), "lease lost before the failure was recorded") != 1 {
+		t.Errorf("want the failed run's takeover logged as such, once:\n%s", logs.String())
+	}
+	var records int
+	if err := b.st.Pool().QueryRow(context.Background(), `SELECT count(*) FROM pubq.claims`).Scan(&records); err != nil {
+		t.Fatal(err)
+	}
+	if records != 0 {
+		t.Errorf("%d claim records left: a taken-over run did not count as settled", records)
+	}
 }

@@ -460,7 +460,8 @@ func TestSIGKILLMidRunEveryEffectOnce(t *testing.T) {
 // takeoverQueues: on A's, the emulator returns it only after 60 s, or later), finds A's lease live,
 // waits it out, takes the job over with a higher fence and completes it; then A wakes up, its handler
 // finishes, and its completion must be refused. It fails if the effect is missing, doubled or written
-// by A's attempt, if B started the job before A's lease ran out, or if A counts the job as succeeded.
+// by A's attempt, if B started the job before A's lease ran out, if A counts the job as succeeded, or
+// if A does not count one lost lease.
 func TestZombieWorkerCannotCommit(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, 1, 1)
@@ -530,6 +531,10 @@ func TestZombieWorkerCannotCommit(t *testing.T) {
 	}
 	if startedB != 1 || succeededB != 1 {
 		t.Fatalf("B started %.0f and succeeded %.0f jobs; want 1 and 1", startedB, succeededB)
+	}
+	// A found out once, by its renewal or by its fenced commit, whichever came first after SIGCONT.
+	if lostA, lostB := a.metric(t, "pubq_leases_lost_total"), b.metric(t, "pubq_leases_lost_total"); lostA != 1 || lostB != 0 {
+		t.Fatalf("leases lost: A %.0f, B %.0f; want 1 and 0", lostA, lostB)
 	}
 	for _, p := range []*proc{a, b} {
 		p.signal(t, syscall.SIGTERM)
