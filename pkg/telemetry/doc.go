@@ -38,13 +38,15 @@
 //	pubq_jobs_enqueued_total{queue,kind}              Metrics.Enqueued (n jobs accepted for publishing)
 //	pubq_jobs_started_total{queue,kind}               Metrics.Started
 //	pubq_jobs_succeeded_total{queue,kind}             Metrics.Succeeded
-//	pubq_jobs_failed_total{queue,kind}                Metrics.Failed (an attempt failed)
+//	pubq_jobs_failed_total{queue,kind}                Metrics.Failed (an attempt's handler failed)
+//	pubq_jobs_snoozed_total{queue,kind}               Metrics.Snoozed (an attempt asked to run later, attempt not used)
+//	pubq_jobs_abandoned_total{queue,kind}             Metrics.Abandoned (taken over, stopped at shutdown, completion not recorded)
 //	pubq_jobs_retried_total{queue,kind}               Metrics.Retried (a retry was scheduled)
 //	pubq_jobs_dead_lettered_total{queue,kind,reason}  Metrics.DeadLettered
 //	pubq_jobs_duplicate_skipped_total{queue,kind}     Metrics.DuplicateSkipped (worker: deliveries of done or running keys; producer: re-enqueued keys)
 //	pubq_job_queue_wait_seconds{queue,kind}           Metrics.QueueWait, histogram (publish → start, every attempt)
-//	pubq_job_duration_seconds{queue,kind,outcome}     Succeeded/Failed, histogram; outcome succeeded|failed
-//	pubq_jobs_in_flight{queue}                        Metrics.InFlight, gauge
+//	pubq_job_duration_seconds{queue,kind,outcome}     histogram; outcome succeeded|failed|snoozed|abandoned (one per started attempt)
+//	pubq_jobs_in_flight{queue}                        Metrics.InFlight, gauge (attempts running)
 //	pubq_leases_renewed_total{queue}                  Metrics.LeaseRenewed
 //	pubq_leases_lost_total{queue}                     Metrics.LeaseLost
 //	pubq_jobs_rescued_total{queue}                    Metrics.Rescued

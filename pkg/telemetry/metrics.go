@@ -32,6 +32,7 @@ var durationBuckets = []float64{
 // *Metrics is valid and records nothing, so code paths can take it as an optional dependency.
 type Metrics struct {
 	enqueued, started, succeeded, failed, retried metric.Int64Counter
+	snoozed, abandoned                            metric.Int64Counter
 	deadLettered, duplicates, rescued             metric.Int64Counter
 	leaseRenewed, leaseLost                       metric.Int64Counter
 	inFlight                                      metric.Int64ObservableUpDownCounter
@@ -71,7 +72,9 @@ func NewMetrics(mp metric.MeterProvider) (*Metrics, error) {
 	counter(&m.enqueued, "pubq.jobs.enqueued", "Jobs accepted for publishing.", "{job}")
 	counter(&m.started, "pubq.jobs.started", "Job attempts started by a worker.", "{job}")
 	counter(&m.succeeded, "pubq.jobs.succeeded", "Job attempts that succeeded.", "{job}")
-	counter(&m.failed, "pubq.jobs.failed", "Job attempts that failed (a retry or a dead letter follows).", "{job}")
+	counter(&m.failed, "pubq.jobs.failed", "Job attempts whose handler failed (a retry, a dead letter or the job's cancellation is recorded next).", "{job}")
+	counter(&m.snoozed, "pubq.jobs.snoozed", "Job attempts that asked to run again later without using an attempt.", "{job}")
+	counter(&m.abandoned, "pubq.jobs.abandoned", "Job attempts ended without an outcome of their own: taken over, stopped at shutdown, or their completion could not be recorded (the redelivery decides).", "{job}")
 	counter(&m.retried, "pubq.jobs.retried", "Retries scheduled after a failed attempt.", "{job}")
 	counter(&m.deadLettered, "pubq.jobs.dead_lettered", "Jobs dead-lettered, by reason.", "{job}")
 	counter(&m.duplicates, "pubq.jobs.duplicate_skipped", "Jobs not run or not created again because their key was already done or running (worker), or already enqueued (producer).", "{job}")
@@ -167,7 +170,7 @@ func (m *Metrics) Succeeded(ctx context.Context, queue, kind string, d time.Dura
 	m.duration.Record(ctx, d.Seconds(), m.with(queue, kind, MetricKeyOutcome, "succeeded"))
 }
 
-// Failed counts a failed attempt and records its handler time d
+// Failed counts an attempt whose handler failed and records its handler time d
 // (pubq_jobs_failed_total, pubq_job_duration_seconds{outcome="failed"}).
 func (m *Metrics) Failed(ctx context.Context, queue, kind string, d time.Duration) {
 	if m == nil {
@@ -175,6 +178,28 @@ func (m *Metrics) Failed(ctx context.Context, queue, kind string, d time.Duratio
 	}
 	m.failed.Add(ctx, 1, m.queueKind(queue, kind))
 	m.duration.Record(ctx, d.Seconds(), m.with(queue, kind, MetricKeyOutcome, "failed"))
+}
+
+// Snoozed counts an attempt that asked to run later without using an attempt, and records its handler
+// time d (pubq_jobs_snoozed_total, pubq_job_duration_seconds{outcome="snoozed"}).
+func (m *Metrics) Snoozed(ctx context.Context, queue, kind string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.snoozed.Add(ctx, 1, m.queueKind(queue, kind))
+	m.duration.Record(ctx, d.Seconds(), m.with(queue, kind, MetricKeyOutcome, "snoozed"))
+}
+
+// Abandoned counts an attempt that ended without an outcome of its own (its job taken over, stopped
+// at shutdown, or its completion not recorded), and records its time d (pubq_jobs_abandoned_total,
+// pubq_job_duration_seconds{outcome="abandoned"}). Every started attempt ends in exactly one of
+// Succeeded, Failed, Snoozed and Abandoned.
+func (m *Metrics) Abandoned(ctx context.Context, queue, kind string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.abandoned.Add(ctx, 1, m.queueKind(queue, kind))
+	m.duration.Record(ctx, d.Seconds(), m.with(queue, kind, MetricKeyOutcome, "abandoned"))
 }
 
 // Retried counts a retry scheduled after a failed attempt (pubq_jobs_retried_total).
@@ -185,8 +210,8 @@ func (m *Metrics) Retried(ctx context.Context, queue, kind string) {
 	m.retried.Add(ctx, 1, m.queueKind(queue, kind))
 }
 
-// DeadLettered counts a job given up on; reason is a short fixed word such as "max_attempts",
-// "permanent" or "malformed" — never an error message, which would explode the label's cardinality
+// DeadLettered counts a job given up on; reason is a short fixed word (job.ReasonExhausted,
+// ReasonPermanent, ReasonUndecodable, ReasonUnknownKind) — never an error message, which would explode the label's cardinality
 // (pubq_jobs_dead_lettered_total).
 func (m *Metrics) DeadLettered(ctx context.Context, queue, kind, reason string) {
 	if m == nil {

@@ -42,6 +42,10 @@ type leaseEntry struct {
 	// succeeded, plus Lease (both measured from before the statement, so it errs early).
 	until time.Time
 	lost  bool // counted in pubq_leases_lost_total: once per run, however many ways it found out
+	// settling: the run's own fenced statement (completion, failure, release) is on its way; a renewal
+	// that then finds the row no longer running under the lease saw that statement, not a takeover, and
+	// the statement's answer says which it was.
+	settling bool
 }
 
 func newLeaseKeeper(st *store.Store, lease time.Duration, m *telemetry.Metrics, log *slog.Logger) *leaseKeeper {
@@ -88,6 +92,15 @@ func (k *leaseKeeper) countLostLocked(ctx context.Context, e *leaseEntry) {
 	if !e.lost {
 		e.lost = true
 		k.metrics.LeaseLost(ctx, e.queue)
+	}
+}
+
+// settling marks l's run as sending its own fenced statement: renewals leave its outcome to it.
+func (k *leaseKeeper) settling(l store.Lease) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if e, ok := k.running[l]; ok {
+		e.settling = true
 	}
 }
 
@@ -162,6 +175,9 @@ func (k *leaseKeeper) renew(ctx context.Context) {
 			continue // finished meanwhile
 		}
 		if lostSet[l] {
+			if e.settling {
+				continue
+			}
 			k.countLostLocked(ctx, e)
 			e.cancel(ErrLeaseLost)
 			continue

@@ -68,3 +68,62 @@ func TestLeaseTaken(t *testing.T) {
 		}
 	}
 }
+
+// A renewal that finds the row no longer running under the lease is a takeover only if the run was
+// not settling it itself: a renewal racing the run's own completion must not count a lost lease, nor
+// cancel anything; a renewal finding the fence moved on under a run still working does both.
+func TestRenewalRacingOwnCompletionIsNoLostLease(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.Open(ctx, store.Config{URL: testenv.Postgres(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := st.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b, err := store.NewBatcher(st, store.BatcherConfig{Owner: "w", Lease: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	claim := func(key string) store.Lease {
+		b.Enter()
+		defer b.Leave()
+		r, err := b.Claim(ctx, store.ClaimRequest{Key: key, Queue: "q", Kind: "demo.record", MaxAttempts: 3, Payload: []byte(`{}`)})
+		if err != nil || r.Status != store.Claimed {
+			t.Fatalf("claiming %s: %+v, %v", key, r, err)
+		}
+		return store.Lease{Key: key, Fence: r.Fence}
+	}
+	m, counter := pubqtest.Metrics(t)
+	k := newLeaseKeeper(st, time.Minute, m, slog.New(slog.NewTextHandler(io.Discard, nil)))
+
+	own, taken := claim("settled-here"), claim("taken-over")
+	ownCtx, ownCancel := context.WithCancelCause(ctx)
+	defer ownCancel(nil)
+	takenCtx, takenCancel := context.WithCancelCause(ctx)
+	defer takenCancel(nil)
+	k.add(own, "q", ownCancel, time.Now())
+	k.add(taken, "q", takenCancel, time.Now())
+
+	// The run's own completion lands before the renewal's statement reads the row.
+	k.settling(own)
+	if ok, err := st.Complete(ctx, []store.Lease{own}); err != nil || !ok[0] {
+		t.Fatalf("completing: %v %v", ok, err)
+	}
+	// Another worker's claim moved the other job's fence on.
+	if _, err := st.Pool().Exec(ctx, `UPDATE pubq.jobs SET fence = fence + 1 WHERE key = $1`, taken.Key); err != nil {
+		t.Fatal(err)
+	}
+	k.renew(ctx)
+	if got := context.Cause(ownCtx); got != nil {
+		t.Errorf("the settling run was cancelled: %v", got)
+	}
+	if got := context.Cause(takenCtx); !errors.Is(got, ErrLeaseLost) {
+		t.Errorf("the taken-over run: cause %v, want ErrLeaseLost", got)
+	}
+	if lost := counter("pubq.leases.lost"); lost != 1 {
+		t.Errorf("pubq.leases.lost = %d, want 1 (the takeover only)", lost)
+	}
+}

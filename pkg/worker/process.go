@@ -50,8 +50,6 @@ func (w *Worker) handle(mctx context.Context, rq *runQueue, m *delivery) {
 	rq.batcher.Enter()
 	defer rq.batcher.Leave()
 	q := rq.q
-	w.cfg.Metrics.InFlight(mctx, q.Name, 1)
-	defer w.cfg.Metrics.InFlight(mctx, q.Name, -1)
 
 	// The job outlives the receive context during a graceful shutdown, but keeps its trace.
 	ctx := context.WithoutCancel(mctx)
@@ -114,12 +112,15 @@ func (w *Worker) handle(mctx context.Context, rq *runQueue, m *delivery) {
 	ctx = telemetry.WithJob(ctx, telemetry.Job{Queue: q.Name, Kind: j.Kind, Key: j.Key, ID: j.ID, Attempt: j.Attempt})
 	if res.Attempt > policy.MaxAttempts {
 		// Earlier attempts died with their workers; the job has had all its attempts.
-		handedOver = w.finishFailure(ctx, rq, m, j, lease, policy, span, job.Permanent(fmt.Errorf("pubq: attempt %d exceeds max attempts %d (earlier workers were lost)", res.Attempt, policy.MaxAttempts)), time.Now())
+		// Dead-lettered as exhausted, as the rescuer does when it finds such a job.
+		handedOver = w.finishFailure(ctx, rq, m, j, lease, policy, span, fmt.Errorf("pubq: attempt %d exceeds max attempts %d (earlier workers were lost)", res.Attempt, policy.MaxAttempts), time.Now())
 		return
 	}
 
 	start := time.Now()
 	w.cfg.Metrics.Started(ctx, q.Name, j.Kind)
+	w.cfg.Metrics.InFlight(ctx, q.Name, 1) // attempts, not deliveries: a duplicate waiting on a lease is not running
+	defer w.cfg.Metrics.InFlight(ctx, q.Name, -1)
 	// Publish → start, every attempt: the outbox publishes a delayed job or a retry when it is due, so
 	// neither the delay nor the backoff counts as waiting. Enqueue time stands in without a publish time.
 	waitFrom := m.PublishTime
@@ -151,7 +152,9 @@ func (w *Worker) handle(mctx context.Context, rq *runQueue, m *delivery) {
 		// Committed together with the job's completion (fenced): done.
 	case herr == nil:
 		// The completion is fenced: only the lease's holder can land it, whatever the lease keeper saw.
+		w.leases.settling(lease)
 		if err := rq.batcher.Complete(ctx, lease); err != nil {
+			w.cfg.Metrics.Abandoned(ctx, q.Name, j.Kind, time.Since(start))
 			if errors.Is(err, store.ErrLeaseLost) {
 				handedOver = true
 				w.leases.lost(ctx, lease, q.Name)
@@ -169,7 +172,9 @@ func (w *Worker) handle(mctx context.Context, rq *runQueue, m *delivery) {
 		if errors.Is(herr, store.ErrLeaseLost) {
 			w.leases.lost(ctx, lease, q.Name) // the transactional completion was fenced off (if the keeper's cause, counted there)
 		}
+		w.cfg.Metrics.Abandoned(ctx, q.Name, j.Kind, time.Since(start))
 		if cause == errShutdown {
+			w.leases.settling(lease)
 			if err := w.store.Release(ctx, lease); err != nil {
 				w.log.WarnContext(ctx, "releasing an unfinished job at shutdown failed; it runs again once its lease expires",
 					"error", err)
@@ -186,9 +191,22 @@ func (w *Worker) handle(mctx context.Context, rq *runQueue, m *delivery) {
 		m.Ack()
 		return
 	}
-	w.cfg.Metrics.Failed(ctx, q.Name, j.Kind, time.Since(start))
-	span.RecordError(herr)
-	span.SetStatus(codes.Error, herr.Error())
+	var ce *errCommit
+	if errors.As(herr, &ce) {
+		// The handler succeeded but its commit failed: neither done nor failed; the redelivery decides.
+		w.cfg.Metrics.Abandoned(ctx, q.Name, j.Kind, time.Since(start))
+		span.RecordError(herr)
+		span.SetStatus(codes.Error, herr.Error())
+		m.Nack()
+		return
+	}
+	if outcome, _ := job.Classify(herr); outcome == job.OutcomeSnooze {
+		w.cfg.Metrics.Snoozed(ctx, q.Name, j.Kind, time.Since(start)) // asked for later: not an error
+	} else {
+		w.cfg.Metrics.Failed(ctx, q.Name, j.Kind, time.Since(start))
+		span.RecordError(herr)
+		span.SetStatus(codes.Error, herr.Error())
+	}
 	handedOver = w.finishFailure(ctx, rq, m, j, lease, policy, span, herr, start)
 }
 
@@ -218,6 +236,7 @@ func (w *Worker) runTx(ctx context.Context, pool *pgxpool.Pool, chain Handler, j
 	if err := chain.Work(context.WithValue(ctx, txKey{}, tx), j); err != nil {
 		return err
 	}
+	w.leases.settling(lease)
 	if err := store.CompleteTx(ctx, tx, lease); err != nil {
 		return err // ErrLeaseLost: a zombie's writes roll back here
 	}
@@ -265,11 +284,6 @@ func (w *Worker) claim(ctx context.Context, rq *runQueue, j *job.Job, p *retry.P
 func (w *Worker) finishFailure(ctx context.Context, rq *runQueue, m *delivery, j *job.Job, lease store.Lease, p *retry.Policy, span trace.Span, herr error, start time.Time) (handedOver bool) {
 	q := rq.q
 	outcome, delay := job.Classify(herr)
-	var ce *errCommit
-	if errors.As(herr, &ce) {
-		m.Nack() // the commit failed: the job is not done and not failed; let the redelivery decide
-		return false
-	}
 	f := store.Failure{Lease: lease, Attempt: j.Attempt, Error: job.Truncate(herr.Error(), 4096), Worker: w.cfg.Owner,
 		StartedAt: start, TraceParent: telemetry.TraceParent(span.SpanContext())}
 	reason := ""
@@ -297,6 +311,7 @@ func (w *Worker) finishFailure(ctx context.Context, rq *runQueue, m *delivery, j
 		f.Message = store.OutboxMessage{Topic: q.DeadLetterTopic, Data: m.Data,
 			Attributes: job.DeadLetterAttributes(m.Attributes, q.Name, reason, herr.Error(), j.Attempt, time.Now()), TraceParent: f.TraceParent}
 	}
+	w.leases.settling(lease)
 	runAt, err := w.store.Fail(ctx, f)
 	if errors.Is(err, store.ErrLeaseLost) {
 		// Taken over while it failed (its lease had lapsed): the new holder's attempt decides the job.
@@ -314,7 +329,9 @@ func (w *Worker) finishFailure(ctx context.Context, rq *runQueue, m *delivery, j
 	}
 	switch f.Kind {
 	case store.FailRetry, store.FailSnooze:
-		w.cfg.Metrics.Retried(ctx, q.Name, j.Kind)
+		if f.Kind == store.FailRetry {
+			w.cfg.Metrics.Retried(ctx, q.Name, j.Kind) // a snooze was counted as such
+		}
 		span.AddEvent("retry scheduled", trace.WithAttributes(attribute.String("pubq.retry_at", runAt.UTC().Format(time.RFC3339Nano)),
 			attribute.String("pubq.outcome", outcome.String())))
 	case store.FailDead:

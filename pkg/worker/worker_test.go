@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -53,7 +54,7 @@ queues:
     subscription: pubq-default-worker
     dead_letter_topic: pubq-default-dead
     dead_letter_subscription: pubq-default-dead-inspect
-    kinds: [demo.record, demo.flaky, test.slow, test.takeover, test.takeover_tx]
+    kinds: [demo.record, demo.flaky, test.slow, test.takeover, test.takeover_tx, test.commitfail]
   bulk:
     topic: pubq-bulk
     subscription: pubq-bulk-worker
@@ -396,7 +397,8 @@ func TestRedeliveryDuringRunIsNotRunTwice(t *testing.T) {
 func TestSnooze(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	b.run(t, worker.Config{})
+	m, counter := pubqtest.Metrics(t)
+	b.run(t, worker.Config{Metrics: m})
 	start := time.Now()
 	b.enqueue(t, "demo.record", "snoozer", demo.Payload{SnoozeMS: 1500})
 	waitFor(t, 20*time.Second, "the snoozed job", func() bool { return b.effects(t, "snoozer") == 1 })
@@ -405,6 +407,11 @@ func TestSnooze(t *testing.T) {
 	}
 	if _, a := b.jobState(t, "snoozer"); a != 1 {
 		t.Fatalf("a snooze does not use an attempt: attempt %d", a)
+	}
+	// Asking for later is not a failure: no error rate, no retry.
+	waitFor(t, 5*time.Second, "the second run to be counted", func() bool { return counter("pubq.jobs.succeeded") == 1 })
+	if st, sn, f, r := counter("pubq.jobs.started"), counter("pubq.jobs.snoozed"), counter("pubq.jobs.failed"), counter("pubq.jobs.retried"); st != 2 || sn != 1 || f != 0 || r != 0 {
+		t.Errorf("started %d, snoozed %d, failed %d, retried %d; want 2, 1, 0, 0", st, sn, f, r)
 	}
 }
 
@@ -619,8 +626,11 @@ func TestTakenOverRunCountsOneLostLease(t *testing.T) {
 	if lost := counter("pubq.leases.lost"); lost != 3 {
 		t.Errorf("pubq.leases.lost = %d, want 3 (one per taken-over run)", lost)
 	}
-	if s, f := counter("pubq.jobs.succeeded"), counter("pubq.jobs.failed"); s != 3 || f != 1 {
-		t.Errorf("succeeded %d, failed %d; want 3 (the attempts 2) and 1 (lost-fail's attempt 1)", s, f)
+	// Every started attempt ends in exactly one outcome: the two taken over before their completion
+	// landed are abandoned; lost-fail's handler did fail.
+	st, s, f, a := counter("pubq.jobs.started"), counter("pubq.jobs.succeeded"), counter("pubq.jobs.failed"), counter("pubq.jobs.abandoned")
+	if st != 6 || s != 3 || f != 1 || a != 2 {
+		t.Errorf("started %d, succeeded %d, failed %d, abandoned %d; want 6, 3 (the attempts 2), 1 (lost-fail's attempt 1), 2", st, s, f, a)
 	}
 	if n := counter("pubq.jobs.retried") + counter("pubq.jobs.dead_lettered"); n != 0 {
 		t.Errorf("%d retries or dead letters recorded by runs that had lost their job", n)
@@ -634,5 +644,109 @@ func TestTakenOverRunCountsOneLostLease(t *testing.T) {
 	}
 	if records != 0 {
 		t.Errorf("%d claim records left: a taken-over run did not count as settled", records)
+	}
+}
+
+// A transactional handler whose own commit fails (here a deferred constraint) has neither succeeded
+// nor failed: the attempt is abandoned, nothing is scheduled, and the redelivery takes the job over
+// once the lease runs out and runs it again.
+func TestFailedCommitIsAbandonedNotFailed(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.mux.HandleTx("test.commitfail", worker.TxHandlerFunc(func(ctx context.Context, tx pgx.Tx, j *job.Job) error {
+		if j.Attempt > 1 {
+			return nil
+		}
+		_, err := tx.Exec(ctx, `CREATE TEMP TABLE commit_fails (id int PRIMARY KEY DEFERRABLE INITIALLY DEFERRED) ON COMMIT DROP;
+			INSERT INTO commit_fails VALUES (1), (1)`) // checked, and refused, at commit
+		return err
+	}))
+	m, counter := pubqtest.Metrics(t)
+	b.run(t, worker.Config{Metrics: m, Lease: 2 * time.Second, BusyPoll: 200 * time.Millisecond})
+	b.enqueue(t, "test.commitfail", "commit-fails", demo.Payload{})
+	waitFor(t, 30*time.Second, "the job to succeed", func() bool { s, _ := b.jobState(t, "commit-fails"); return s == "succeeded" })
+	if _, attempt := b.jobState(t, "commit-fails"); attempt != 2 {
+		t.Errorf("finished at attempt %d, want 2", attempt)
+	}
+	waitFor(t, 5*time.Second, "the success to be counted", func() bool { return counter("pubq.jobs.succeeded") == 1 })
+	st, a, f, r := counter("pubq.jobs.started"), counter("pubq.jobs.abandoned"), counter("pubq.jobs.failed"), counter("pubq.jobs.retried")
+	if st != 2 || a != 1 || f != 0 || r != 0 {
+		t.Errorf("started %d, abandoned %d, failed %d, retried %d; want 2, 1, 0, 0", st, a, f, r)
+	}
+}
+
+// spanStarts counts the started spans of one name.
+type spanStarts struct {
+	name string
+	n    atomic.Int64
+}
+
+func (c *spanStarts) OnStart(_ context.Context, s sdktrace.ReadWriteSpan) {
+	if s.Name() == c.name {
+		c.n.Add(1)
+	}
+}
+func (*spanStarts) OnEnd(sdktrace.ReadOnlySpan)      {}
+func (*spanStarts) Shutdown(context.Context) error   { return nil }
+func (*spanStarts) ForceFlush(context.Context) error { return nil }
+
+// In flight counts attempts running, not deliveries: a second delivery of a running job, parked on its
+// lease, is not a job in flight.
+func TestInFlightCountsRunningAttempts(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	release := make(chan struct{})
+	b.mux.HandleFunc("test.slow", func(ctx context.Context, _ *job.Job) error {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil
+	})
+	starts := &spanStarts{name: "pubq job test.slow"} // started by every delivery before its claim
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(starts))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	m, counter := pubqtest.Metrics(t)
+	b.run(t, worker.Config{Metrics: m, TracerProvider: tp})
+	r := b.enqueue(t, "test.slow", "in-flight", demo.Payload{})
+	waitFor(t, 20*time.Second, "the job to run", func() bool { return counter("pubq.jobs.started") == 1 })
+	b.publishRaw(t, "pubq-default", []byte(`{}`), map[string]string{job.AttrKind: "test.slow", job.AttrKey: "in-flight", job.AttrID: r.ID})
+	waitFor(t, 20*time.Second, "the second delivery", func() bool { return starts.n.Load() == 2 })
+	if n := counter("pubq.jobs.in_flight"); n != 1 {
+		t.Errorf("in flight %d with one attempt running and a duplicate delivery waiting, want 1", n)
+	}
+	close(release)
+	waitFor(t, 20*time.Second, "the duplicate to be skipped", func() bool { return counter("pubq.jobs.duplicate_skipped") == 1 })
+	if n := counter("pubq.jobs.in_flight"); n != 0 {
+		t.Errorf("in flight %d at rest, want 0", n)
+	}
+}
+
+// A job whose last allowed attempt died with its worker (running, lease lapsed) is dead-lettered as
+// exhausted when a delivery takes it over, as the rescuer would: it is not run again.
+func TestTakeoverPastLastAttemptIsExhausted(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.enqueue(t, "demo.record", "worn-out", demo.Payload{})
+	if _, err := b.st.Pool().Exec(context.Background(), `UPDATE pubq.jobs SET state = 'running', attempt = 3, fence = 3,
+		lease_owner = 'a lost worker', lease_until = now() - interval '1 second' WHERE key = 'worn-out'`); err != nil {
+		t.Fatal(err)
+	}
+	m, points := pubqtest.MetricPoints(t)
+	b.run(t, worker.Config{Metrics: m})
+	msgs := b.pullDead(t, "pubq-default-dead-inspect", 1, 30*time.Second)
+	if a := msgs[0].Attributes; a[job.AttrKey] != "worn-out" || a[job.AttrDeadReason] != job.ReasonExhausted || !strings.Contains(a[job.AttrDeadError], "exceeds max attempts") {
+		t.Errorf("dead letter attributes: %v", a)
+	}
+	if s, _ := b.jobState(t, "worn-out"); s != "dead" || b.effects(t, "worn-out") != 0 {
+		t.Errorf("state %s, effects %d; want dead and not run", s, b.effects(t, "worn-out"))
+	}
+	var reasons []string
+	for _, dp := range points("pubq.jobs.dead_lettered") {
+		r, _ := dp.Attributes.Value(telemetry.MetricKeyReason)
+		reasons = append(reasons, fmt.Sprintf("%s=%d", r.AsString(), dp.Value))
+	}
+	if got := fmt.Sprint(reasons); got != "[exhausted=1]" {
+		t.Errorf("dead lettered by reason %s, want [exhausted=1]", got)
 	}
 }
