@@ -371,17 +371,28 @@ func FailTx(ctx context.Context, tx pgx.Tx, f Failure) (time.Time, error) {
 }
 
 // DeadLetter dead-letters a delivery that is not a runnable job (undecodable, or a kind this worker has no
-// handler for). With a key, the job row (created if absent) says dead unless the job already finished.
-func (s *Store) DeadLetter(ctx context.Context, key, queue, kind, reason, errText string, m OutboxMessage) error {
-	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+// handler for). With a key, the job row (created if absent) says dead, and the dead letter is written,
+// only if the job is not finished or running under a live lease elsewhere; otherwise the delivery is a
+// duplicate (a redelivery of one already dead-lettered, or of a job another worker version handles)
+// and nothing is written: DeadLetter returns false.
+func (s *Store) DeadLetter(ctx context.Context, key, queue, kind, reason, errText string, m OutboxMessage) (bool, error) {
+	written := true
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if key != "" {
-			if _, err := tx.Exec(ctx, `INSERT INTO pubq.jobs AS j (key, id, queue, kind, state, payload, last_error, dead_reason, finished_at)
+			var k string
+			err := tx.QueryRow(ctx, `INSERT INTO pubq.jobs AS j (key, id, queue, kind, state, payload, last_error, dead_reason, finished_at)
 				VALUES ($1, $1, $2, $3, 'dead', $4, $5, $6, now())
 				ON CONFLICT (key) DO UPDATE SET state = 'dead', last_error = excluded.last_error,
 					dead_reason = excluded.dead_reason, finished_at = now(), payload = coalesce(j.payload, excluded.payload),
 					lease_owner = NULL, lease_until = NULL
-				WHERE j.state IN ('pending', 'scheduled') OR (j.state = 'running' AND j.lease_until < now())`,
-				key, queue, kind, m.Data, errText, reason); err != nil {
+				WHERE j.state IN ('pending', 'scheduled') OR (j.state = 'running' AND j.lease_until < now())
+				RETURNING j.key`,
+				key, queue, kind, m.Data, errText, reason).Scan(&k)
+			if errors.Is(err, pgx.ErrNoRows) {
+				written = false
+				return nil
+			}
+			if err != nil {
 				return fmt.Errorf("pubq: dead-lettering %q: %w", key, err)
 			}
 		}
@@ -389,6 +400,10 @@ func (s *Store) DeadLetter(ctx context.Context, key, queue, kind, reason, errTex
 		_, err := InsertOutbox(ctx, tx, m)
 		return err
 	})
+	if err != nil {
+		return false, err
+	}
+	return written, nil
 }
 
 // NewJob is a job to enqueue.

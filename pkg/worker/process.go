@@ -371,17 +371,21 @@ func (w *Worker) deadLetterRaw(ctx context.Context, rq *runQueue, m *delivery, j
 	ctx, span := w.tracer.Start(ctx, "pubq dead-letter", trace.WithAttributes(attribute.String("pubq.dead_reason", reason),
 		attribute.String("messaging.message.id", m.ID), attribute.String("pubq.job.queue", q.Name)))
 	defer span.End()
-	span.RecordError(cause)
-	span.SetStatus(codes.Error, cause.Error())
 	key, kind := "", ""
 	if j != nil { // an unknown kind: the job is known, its handler is not
 		key, kind = j.Key, j.Kind
 		span.SetAttributes(telemetry.JobAttributes(q.Name, j.Kind, j.Key, j.ID, 0)...)
-		ctx = telemetry.WithJob(ctx, telemetry.Job{Queue: q.Name, Kind: j.Kind, Key: j.Key, ID: j.ID})
+		ctx = telemetry.WithJob(ctx, telemetry.Job{Queue: q.Name, Kind: j.Kind, Key: j.Key, ID: j.ID, Attempt: j.Attempt})
 	}
 	msg := store.OutboxMessage{Topic: q.DeadLetterTopic, Data: m.Data, Attributes: job.DeadLetterAttributes(m.Attributes, q.Name, reason, cause.Error(), 0, time.Now()),
 		TraceParent: telemetry.TraceParent(span.SpanContext())}
-	if err := w.store.DeadLetter(ctx, key, q.Name, kind, reason, cause.Error(), msg); err != nil {
+	written, err := w.store.DeadLetter(ctx, key, q.Name, kind, reason, cause.Error(), msg)
+	if written || err != nil {
+		span.RecordError(cause)
+		span.SetStatus(codes.Error, cause.Error())
+	}
+	if err != nil {
+		span.RecordError(err)
 		w.log.ErrorContext(ctx, "dead-lettering failed; message will be redelivered", "error", err, "reason", reason)
 		m.Nack()
 		return
@@ -391,6 +395,13 @@ func (w *Worker) deadLetterRaw(ctx context.Context, rq *runQueue, m *delivery, j
 	label := kind
 	if _, handled := rq.chains[kind]; !handled {
 		label = "unknown"
+	}
+	if !written {
+		// Its key is finished or runs elsewhere: a duplicate, not a second dead letter.
+		span.SetAttributes(attribute.String("pubq.duplicate", "finished or running elsewhere"))
+		w.cfg.Metrics.DuplicateSkipped(ctx, q.Name, label)
+		m.Ack()
+		return
 	}
 	w.cfg.Metrics.DeadLettered(ctx, q.Name, label, reason)
 	w.log.WarnContext(ctx, "message dead-lettered", "reason", reason, "error", cause.Error(), "message_id", m.ID, "queue", q.Name)

@@ -344,7 +344,25 @@ func TestBadMessagesAreDeadLetteredAndWorkerKeepsRunning(t *testing.T) {
 	}
 	// Still running: a good job after the bad ones succeeds.
 	b.enqueue(t, "demo.email", "after-bad", demo.Payload{})
-	waitFor(t, 20*time.Second, "a job after bad messages", func() bool { return b.effects(t, "after-bad") == 1 })
+	waitFor(t, 20*time.Second, "a job after bad messages", func() bool { s, _ := b.jobState(t, "after-bad"); return s == "succeeded" })
+
+	// A redelivery of the dead-lettered unknown kind (as after a lost ack), and an unknown kind under
+	// the key of a finished job (as from a worker version that handles it): duplicates, not dead letters.
+	b.publishRaw(t, "pubq-bulk", []byte(`{}`), map[string]string{job.AttrKind: "test.nohandler", job.AttrKey: "nh-1"})
+	b.publishRaw(t, "pubq-bulk", []byte(`{}`), map[string]string{job.AttrKind: "test.nohandler", job.AttrKey: "after-bad"})
+	sum := func(name string) (n int64) {
+		for _, dp := range points(name) {
+			n += dp.Value
+		}
+		return n
+	}
+	waitFor(t, 20*time.Second, "two duplicates skipped", func() bool { return sum("pubq.jobs.duplicate_skipped") == 2 })
+	if n := sum("pubq.jobs.dead_lettered"); n != 3 {
+		t.Errorf("pubq.jobs.dead_lettered = %d after two duplicates, want still 3", n)
+	}
+	if s, _ := b.jobState(t, "after-bad"); s != "succeeded" {
+		t.Errorf("a finished job's key was dead-lettered by an unknown kind: state %s", s)
+	}
 }
 
 // 50 deliveries of one key published concurrently by a foreign publisher: one execution.
