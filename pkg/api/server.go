@@ -323,7 +323,8 @@ func (s *server) jobs(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, status, x)
 		return
 	}
-	s.log.InfoContext(ctx, "batch enqueued", "jobs", len(res), "new", fresh)
+	s.log.LogAttrs(ctx, slog.LevelInfo, "batch enqueued", slog.Int("jobs", len(res)), slog.Int("new", fresh),
+		logKeys(len(res), func(i int) string { return res[i].Key }))
 	writeJSON(w, status, batchResultJSON{Jobs: res})
 }
 
@@ -393,13 +394,33 @@ func (s *server) problemFor(ctx context.Context, err error, reqs []publish.Reque
 		p.Field = "jobs"
 		return p
 	}
+	// The line names the job of a single-job request (through the context, as the worker's lines do),
+	// and the first keys of a batch.
+	attrs := []slog.Attr{slog.Any("error", err), slog.Int("jobs", len(reqs))}
+	if len(reqs) == 1 {
+		ctx = telemetry.WithJob(ctx, telemetry.Job{Kind: reqs[0].Kind, Key: reqs[0].Key})
+	} else if len(reqs) > 1 {
+		attrs = append(attrs, logKeys(len(reqs), func(i int) string { return reqs[i].Key }))
+	}
 	if unavailable(err) {
-		s.log.WarnContext(ctx, "enqueue failed: database unavailable", "error", err, "jobs", len(reqs))
+		s.log.LogAttrs(ctx, slog.LevelWarn, "enqueue failed: database unavailable", attrs...)
 		return newProblem(TypeUnavailable, http.StatusServiceUnavailable,
 			"the job database is unavailable; retry with the same idempotency key")
 	}
-	s.log.ErrorContext(ctx, "enqueue failed", "error", err, "jobs", len(reqs))
+	s.log.LogAttrs(ctx, slog.LevelError, "enqueue failed", attrs...)
 	return newProblem(TypeInternal, http.StatusInternalServerError, "the job could not be enqueued; see the producer's log")
+}
+
+// maxLogKeys is the most job keys one log line lists for a batch.
+const maxLogKeys = 10
+
+// logKeys is the job_keys attribute of a batch's log line: the first maxLogKeys of its n keys.
+func logKeys(n int, key func(i int) string) slog.Attr {
+	keys := make([]string, min(n, maxLogKeys))
+	for i := range keys {
+		keys[i] = key(i)
+	}
+	return slog.Any("job_keys", keys)
 }
 
 // unavailable reports whether an enqueue error is the database being out of reach, busy or too slow,

@@ -23,6 +23,7 @@ import (
 	"github.com/pubq/pubq/pkg/pubqtest"
 	"github.com/pubq/pubq/pkg/queue"
 	"github.com/pubq/pubq/pkg/store"
+	"github.com/pubq/pubq/pkg/telemetry"
 )
 
 const testToken = "tok-0123456789abcdef"
@@ -88,7 +89,7 @@ func setup(t *testing.T, cfg *Config) *bundle {
 	if cfg != nil {
 		c = *cfg
 	}
-	c.Logger = slog.New(slog.NewJSONHandler(b.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	c.Logger = telemetry.NewLogger(b.logs, telemetry.LoggerOptions{Level: slog.LevelDebug}) // as the producer's
 	b.h, err = newHandler(b.enq, &c)
 	if err != nil {
 		t.Fatal(err)
@@ -484,6 +485,84 @@ func TestDatabaseFailures(t *testing.T) {
 				t.Errorf("the payload reached the log: %s", logs)
 			}
 		})
+	}
+}
+
+// logLine returns the last JSON log line whose msg is msg, decoded, after checking no key appears in
+// it twice.
+func logLine(t *testing.T, logs, msg string) map[string]any {
+	t.Helper()
+	var found map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(logs), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("%v: %s", err, l)
+		}
+		if m["msg"] != msg {
+			continue
+		}
+		for k := range m {
+			if n := strings.Count(l, `"`+k+`":`); n != 1 {
+				t.Errorf("%s appears %d times in %s", k, n, l)
+			}
+		}
+		found = m
+	}
+	if found == nil {
+		t.Fatalf("no %q line in:\n%s", msg, logs)
+	}
+	return found
+}
+
+// batchBody is a batch of n email.send jobs keyed b0, b1, …
+func batchBody(n int) string {
+	jobs := make([]string, n)
+	for i := range jobs {
+		jobs[i] = fmt.Sprintf(`{"kind":"email.send","key":"b%d"}`, i)
+	}
+	return `{"jobs":[` + strings.Join(jobs, ",") + `]}`
+}
+
+// A failed enqueue names the job of a single-job request, and the count and first keys of a batch; so
+// does an enqueued batch.
+func TestEnqueueLogsNameTheJobs(t *testing.T) {
+	first10 := []any{"b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7", "b8", "b9"}
+	for _, tc := range []struct {
+		name string
+		err  error
+		msg  string
+	}{
+		{"unavailable", &pgconn.PgError{Code: "53300"}, "enqueue failed: database unavailable"},
+		{"internal", &pgconn.PgError{Code: "42P01"}, "enqueue failed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := setup(t, nil)
+			b.enq.many = func(context.Context, []publish.Request) ([]publish.Result, error) { return nil, tc.err }
+			b.do(t, req{body: `{"kind":"email.send","key":"k1","payload":{"a":1}}`})
+			line := logLine(t, b.logs.String(), tc.msg)
+			if line["job_key"] != "k1" || line["job_kind"] != "email.send" || line["jobs"] != 1.0 {
+				t.Errorf("single-job failure line %v, want job_key k1, job_kind email.send, jobs 1", line)
+			}
+			b.do(t, req{body: batchBody(12)})
+			line = logLine(t, b.logs.String(), tc.msg)
+			if fmt.Sprint(line["job_keys"]) != fmt.Sprint(first10) || line["jobs"] != 12.0 || line["job_key"] != nil {
+				t.Errorf("batch failure line %v, want jobs 12 and the first 10 keys", line)
+			}
+		})
+	}
+	b := setup(t, nil)
+	if rec := b.do(t, req{body: batchBody(12)}); rec.Code != http.StatusAccepted {
+		t.Fatalf("batch: %d %s", rec.Code, rec.Body)
+	}
+	line := logLine(t, b.logs.String(), "batch enqueued")
+	if fmt.Sprint(line["job_keys"]) != fmt.Sprint(first10) || line["jobs"] != 12.0 || line["new"] != 12.0 {
+		t.Errorf("batch line %v, want jobs 12, new 12 and the first 10 keys", line)
+	}
+	if rec := b.do(t, req{body: batchBody(3)}); rec.Code != http.StatusAccepted {
+		t.Fatalf("batch: %d %s", rec.Code, rec.Body)
+	}
+	if line := logLine(t, b.logs.String(), "batch enqueued"); fmt.Sprint(line["job_keys"]) != "[b0 b1 b2]" {
+		t.Errorf("batch line %v, want all 3 keys", line)
 	}
 }
 

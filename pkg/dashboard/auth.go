@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -23,18 +24,25 @@ type token struct {
 	digest [sha256.Size]byte // of secret, computed once for checkToken
 }
 
-// parseTokens splits "name:secret" entries; a bare secret acts as "dashboard".
+// minSecretBytes is the shortest secret Config.Validate accepts.
+const minSecretBytes = 16
+
+// tokenName is what may name a token in a "name:secret" entry.
+var tokenName = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// parseTokens splits "name:secret" entries; a bare secret acts as "dashboard". The actor is logged
+// and audited, so an entry is read as "name:secret" only when the text before the first ':' is a
+// plain name and what follows is a whole secret (16+ bytes): otherwise the entry is a bare secret
+// that happens to contain ':', and no part of it becomes the actor.
 func parseTokens(entries []string) []token {
 	out := make([]token, 0, len(entries))
 	for _, e := range entries {
 		e = strings.TrimSpace(e)
-		name, secret, ok := strings.Cut(e, ":")
-		if !ok {
-			name, secret = "", e
-		}
-		actor := "dashboard"
-		if name = strings.TrimSpace(name); name != "" {
-			actor = "dashboard:" + name
+		actor, secret := "dashboard", e
+		if name, rest, ok := strings.Cut(e, ":"); ok {
+			if name = strings.TrimSpace(name); tokenName.MatchString(name) && len(rest) >= minSecretBytes {
+				actor, secret = "dashboard:"+name, rest
+			}
 		}
 		out = append(out, token{actor: actor, secret: []byte(secret), digest: sha256.Sum256([]byte(secret))})
 	}

@@ -16,13 +16,16 @@ import (
 	"time"
 
 	"github.com/pubq/pubq/pkg/inspect"
+	"github.com/pubq/pubq/pkg/telemetry"
 )
 
 // Config configures the dashboard. Zero fields take the documented defaults.
 type Config struct {
 	// Tokens are the accepted credentials, typed in the login form or sent as "Authorization: Bearer".
 	// An entry "name:secret" records actions in pubq.audit as "dashboard:name"; a bare "secret" as
-	// "dashboard". Required: with no valid token every request is refused. Secrets need 16+ bytes.
+	// "dashboard". Required: with no valid token every request is refused. Secrets need 16+ bytes. A
+	// name is 1-64 of A-Z a-z 0-9 . _ -; an entry whose text before the first ':' is not such a name,
+	// or whose text after it is shorter than 16 bytes, is a bare secret (it may contain ':').
 	Tokens []string
 	// TraceURL links a trace id to a trace viewer. Default: JaegerTraceURL("http://127.0.0.1:16686");
 	// in production use CloudTraceURL(project).
@@ -46,8 +49,8 @@ func (c *Config) Validate() error {
 		return errors.New("pubq: dashboard: Tokens: at least one token is required")
 	}
 	for i, t := range parseTokens(c.Tokens) {
-		if len(t.secret) < 16 {
-			return fmt.Errorf("pubq: dashboard: Tokens[%d]: the secret must be at least 16 bytes", i)
+		if len(t.secret) < minSecretBytes {
+			return fmt.Errorf("pubq: dashboard: Tokens[%d]: the secret must be at least %d bytes", i, minSecretBytes)
 		}
 	}
 	if c.BasePath != "" && (!strings.HasPrefix(c.BasePath, "/") || strings.HasSuffix(c.BasePath, "/")) {
@@ -462,7 +465,16 @@ func (h *handler) action(name string) http.HandlerFunc {
 			h.render(w, r, http.StatusOK, "confirm", map[string]any{"Action": name, "Result": res, "Form": form, "Keys": keys})
 			return
 		}
-		h.log.Info("dashboard action", "action", name, "actor", s.actor, "matched", res.Matched, "changed", res.Changed)
+		lctx := ctx
+		if len(keys) == 1 {
+			// A single-job action names its job (queue and kind too when the result has them).
+			j := telemetry.Job{Key: keys[0]}
+			if len(res.Jobs) == 1 && res.Jobs[0].Key == keys[0] {
+				j.Queue, j.Kind = res.Jobs[0].Queue, res.Jobs[0].Kind
+			}
+			lctx = telemetry.WithJob(ctx, j)
+		}
+		h.log.InfoContext(lctx, "dashboard action", "action", name, "actor", s.actor, "matched", res.Matched, "changed", res.Changed)
 		done := url.Values{"done": {name}, "changed": {strconv.Itoa(res.Changed)}, "matched": {strconv.Itoa(res.Matched)}}
 		if len(keys) == 1 {
 			done.Set("key", keys[0])

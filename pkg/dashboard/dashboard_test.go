@@ -2,6 +2,8 @@ package dashboard_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"html"
 	"io"
 	"log/slog"
@@ -19,8 +21,10 @@ import (
 
 	"github.com/pubq/pubq/pkg/dashboard"
 	"github.com/pubq/pubq/pkg/inspect"
+	"github.com/pubq/pubq/pkg/pubqtest"
 	"github.com/pubq/pubq/pkg/queue"
 	"github.com/pubq/pubq/pkg/store"
+	"github.com/pubq/pubq/pkg/telemetry"
 	"github.com/pubq/pubq/pkg/testenv"
 )
 
@@ -47,6 +51,7 @@ type bundle struct {
 	pool *pgxpool.Pool
 	srv  *httptest.Server
 	now  *clock
+	logs *pubqtest.SyncBuffer // the dashboard's JSON log
 }
 
 type clock struct {
@@ -80,13 +85,14 @@ func setup(t *testing.T, tokens ...string) *bundle {
 		tokens = []string{aliceToken, bareToken}
 	}
 	c := &clock{t: time.Now()}
+	logs := &pubqtest.SyncBuffer{}
 	h := dashboard.New(inspect.New(st.Pool(), qc), &dashboard.Config{Tokens: tokens, BasePath: "/ui", Now: c.Now,
-		TraceURL: dashboard.CloudTraceURL("my-proj"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		TraceURL: dashboard.CloudTraceURL("my-proj"), Logger: telemetry.NewLogger(logs, telemetry.LoggerOptions{})})
 	mux := http.NewServeMux()
 	mux.Handle("/ui/", h)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
-	b := &bundle{pool: st.Pool(), srv: srv, now: c}
+	b := &bundle{pool: st.Pool(), srv: srv, now: c, logs: logs}
 	b.exec(t, `INSERT INTO pubq.jobs (key, id, queue, kind, state, attempt, payload, finished_at, last_error, dead_reason, trace_parent)
 		VALUES ('dead-1', 'i1', 'default', 'email.send', 'dead', 3, '{"to":"a@example.com"}', now(), 'smtp 550 <b>mailbox</b>', 'permanent',
 			'00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'),
@@ -407,6 +413,97 @@ func TestUnconfiguredDashboardRefusesEverything(t *testing.T) {
 		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/login", nil))
 		if rec.Code != http.StatusServiceUnavailable {
 			t.Errorf("%s: %d, want 503", name, rec.Code)
+		}
+	}
+}
+
+// actionLines returns the "dashboard action" lines of the log, decoded, after checking no key appears
+// in one twice.
+func (b *bundle) actionLines(t *testing.T) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(b.logs.String()), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("%v: %s", err, l)
+		}
+		if m["msg"] != "dashboard action" {
+			continue
+		}
+		for k := range m {
+			if n := strings.Count(l, `"`+k+`":`); n != 1 {
+				t.Errorf("%s appears %d times in %s", k, n, l)
+			}
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// An action on one job logs the job (job_key, with its queue and kind); a bulk action logs none.
+func TestActionLogNamesTheJob(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	bearer := []string{"Authorization", "Bearer " + bareToken}
+	resp, _ := b.post(t, b.client(t), "/ui/replay", url.Values{"key": {"dead-1"}, "confirm": {"yes"}}, bearer...)
+	if resp.StatusCode != http.StatusSeeOther || b.state(t, "dead-1") != "pending" {
+		t.Fatalf("replay: %d, state %s", resp.StatusCode, b.state(t, "dead-1"))
+	}
+	resp, _ = b.post(t, b.client(t), "/ui/replay", url.Values{"scope": {"filter"}, "queue": {"default"}, "confirm": {"yes"}}, bearer...)
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("bulk replay: %d", resp.StatusCode)
+	}
+	lines := b.actionLines(t)
+	if len(lines) != 2 {
+		t.Fatalf("%d action lines, want 2:\n%s", len(lines), b.logs)
+	}
+	if l := lines[0]; l["job_key"] != "dead-1" || l["job_queue"] != "default" || l["job_kind"] != "email.send" ||
+		l["action"] != "replay" || l["actor"] != "dashboard" || l["changed"] != 1.0 {
+		t.Errorf("single-job action line: %v", l)
+	}
+	if l := lines[1]; l["job_key"] != nil || l["changed"] != 2.0 {
+		t.Errorf("bulk action line: %v", l)
+	}
+}
+
+// A bare secret containing ':' is the whole credential and acts as "dashboard": no part of it becomes
+// the actor, which is logged and audited. A "name:secret" entry (whose secret may hold ':') still
+// names its actor.
+func TestSecretWithAColonIsNotAnActor(t *testing.T) {
+	t.Parallel()
+	const (
+		oddPrefix = "s3cr3t!pfx:0123456789abcdef-xyz" // the text before ':' is no name
+		shortRest = "hunter2pfx0123456789:tail"       // what follows ':' is no whole secret
+		bobToken  = "bob:pass:word-0123456789"        // name:secret, the secret holding ':'
+	)
+	b := setup(t, oddPrefix, shortRest, bobToken)
+	b.exec(t, `INSERT INTO pubq.jobs (key, id, queue, kind, state, attempt, payload, finished_at, last_error, dead_reason)
+		VALUES ('dead-3', 'i4', 'default', 'email.send', 'dead', 3, '{}', now(), 'x', 'permanent')`)
+	for _, c := range []struct{ token, key, actor string }{
+		{oddPrefix, "dead-1", "dashboard"},
+		{shortRest, "dead-2", "dashboard"},
+		{"pass:word-0123456789", "dead-3", "dashboard:bob"},
+	} {
+		resp, _ := b.post(t, b.client(t), "/ui/replay", url.Values{"key": {c.key}, "confirm": {"yes"}}, "Authorization", "Bearer "+c.token)
+		if resp.StatusCode != http.StatusSeeOther {
+			t.Errorf("replay with %q: %d, want 303", c.token, resp.StatusCode)
+			continue
+		}
+		var actor string
+		if err := b.pool.QueryRow(context.Background(), `SELECT actor FROM pubq.audit WHERE job_key = $1`, c.key).Scan(&actor); err != nil || actor != c.actor {
+			t.Errorf("audit actor for %q = %q (%v), want %q", c.token, actor, err, c.actor)
+		}
+	}
+	var actors []string
+	for _, l := range b.actionLines(t) {
+		actors = append(actors, fmt.Sprint(l["actor"]))
+	}
+	if fmt.Sprint(actors) != "[dashboard dashboard dashboard:bob]" {
+		t.Errorf("logged actors %v", actors)
+	}
+	for _, part := range []string{"s3cr3t", "hunter2", "pass:word"} {
+		if strings.Contains(b.logs.String(), part) {
+			t.Errorf("part of a secret (%q) reached the log:\n%s", part, b.logs)
 		}
 	}
 }

@@ -2,9 +2,9 @@ package inspect_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"strings"
 	"testing"
@@ -14,6 +14,7 @@ import (
 	"github.com/pubq/pubq/pkg/job"
 	"github.com/pubq/pubq/pkg/pubqtest"
 	"github.com/pubq/pubq/pkg/store"
+	"github.com/pubq/pubq/pkg/telemetry"
 )
 
 func TestListPaginatesWithoutGapsOrRepeats(t *testing.T) {
@@ -182,9 +183,10 @@ func TestRescuerReschedulesAJobWhoseWorkerDied(t *testing.T) {
 	b.drainOutbox(t)
 	res := b.claim(t, "orphan", time.Second, traceparent(7)) // the worker then dies: nothing renews or completes
 	var rescued [][]store.Rescued
+	var logs pubqtest.SyncBuffer
 	metrics, counter := pubqtest.Metrics(t)
 	r, err := inspect.NewRescuer(b.st, b.cfg, &inspect.RescuerConfig{Every: 100 * time.Millisecond, Grace: 500 * time.Millisecond,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: metrics,
+		Logger: telemetry.NewLogger(&logs, telemetry.LoggerOptions{}), Metrics: metrics,
 		OnRescue: func(got []store.Rescued) { rescued = append(rescued, got) }})
 	if err != nil {
 		t.Fatal(err)
@@ -210,6 +212,23 @@ func TestRescuerReschedulesAJobWhoseWorkerDied(t *testing.T) {
 	runUntilScheduled(t, b, r, "orphan")
 	if len(rescued) != 1 || len(rescued[0]) != 1 || rescued[0][0].Key != "orphan" || rescued[0][0].Attempt != 1 || rescued[0][0].Dead {
 		t.Fatalf("rescued = %+v", rescued)
+	}
+	if x := rescued[0][0]; x.ID != "id-orphan" || x.TraceParent != traceparent(7) {
+		t.Errorf("rescued job's id %q, trace parent %q; want id-orphan, %s", x.ID, x.TraceParent, traceparent(7))
+	}
+	// The log line names the job with the telemetry.Job fields, once each, and carries the job's trace.
+	line := rescueLogLine(t, logs.String())
+	want := map[string]any{"job_key": "orphan", "job_queue": "default", "job_kind": "email.send", "job_id": "id-orphan",
+		"job_attempt": 1.0, "dead_lettered": false, "trace_id": fmt.Sprintf("%032x", 8), "span_id": fmt.Sprintf("%016x", 8)}
+	for k, v := range want {
+		if line[k] != v {
+			t.Errorf("rescue log %s = %v, want %v", k, line[k], v)
+		}
+	}
+	for _, k := range []string{"queue", "kind", "attempt", "payload"} {
+		if _, ok := line[k]; ok {
+			t.Errorf("rescue log has an ad-hoc %q", k)
+		}
 	}
 	if n := counter("pubq.jobs.rescued"); n != 1 {
 		t.Errorf("pubq.jobs.rescued = %d, want 1", n)
@@ -263,6 +282,33 @@ func TestRescuerReconcilesLeaseRows(t *testing.T) {
 	if n, err := b.st.ReconcileClaims(b.ctx); err != nil || n != 0 {
 		t.Fatalf("a second reconciliation added %d (%v)", n, err)
 	}
+}
+
+// rescueLogLine returns the one "rescued stuck job" line of the JSON logs, decoded, after checking no
+// key appears in it twice.
+func rescueLogLine(t *testing.T, logs string) map[string]any {
+	t.Helper()
+	var found map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(logs), "\n") {
+		if !strings.Contains(l, "rescued stuck job") {
+			continue
+		}
+		if found != nil {
+			t.Fatalf("two rescue lines:\n%s", logs)
+		}
+		for _, k := range []string{"job_key", "job_id", "trace_id"} {
+			if n := strings.Count(l, `"`+k+`":`); n != 1 {
+				t.Errorf("%s appears %d times in %s", k, n, l)
+			}
+		}
+		if err := json.Unmarshal([]byte(l), &found); err != nil {
+			t.Fatalf("%v: %s", err, l)
+		}
+	}
+	if found == nil {
+		t.Fatalf("no rescue line in:\n%s", logs)
+	}
+	return found
 }
 
 // runUntilScheduled runs r until the job key is scheduled again (rescued), at most 10s.

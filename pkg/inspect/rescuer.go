@@ -125,9 +125,10 @@ func (r *Rescuer) RescueOnce(ctx context.Context) ([]store.Rescued, error) {
 			r.cfg.Metrics.Rescued(ctx, q, n)
 		}
 		for _, j := range got {
-			// Key and kind identify the job for on-call; no payload is logged.
-			r.cfg.Logger.WarnContext(ctx, "rescued stuck job (its worker was lost)", "job_key", j.Key, "queue", j.Queue,
-				"kind", j.Kind, "attempt", j.Attempt, "dead_lettered", j.Dead)
+			// The line names the job (and the lost attempt) and carries the job's trace; no payload is logged.
+			lctx := telemetry.WithJob(telemetry.ContextWithTraceParent(ctx, j.TraceParent),
+				telemetry.Job{Queue: j.Queue, Kind: j.Kind, Key: j.Key, ID: j.ID, Attempt: j.Attempt})
+			r.cfg.Logger.WarnContext(lctx, "rescued stuck job (its worker was lost)", "dead_lettered", j.Dead)
 		}
 		if len(got) < r.cfg.Limit {
 			return all, nil

@@ -260,7 +260,16 @@ func TestRelayLogsFailedPublishWithTheJob(t *testing.T) {
 	tid, _ := trace.TraceIDFromHex("4bf92f3577b34da6a3ce929d0e0e4736")
 	sid, _ := trace.SpanIDFromHex("00f067aa0ba902b7")
 	tctx := trace.ContextWithRemoteSpanContext(ctx, trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled}))
-	if _, err := c.Enqueue(tctx, publish.Request{Kind: "demo.record", Key: "k-fail", Payload: []byte(`{"secret":"s3"}`)}); err != nil {
+	res, err := c.Enqueue(tctx, publish.Request{Kind: "demo.record", Key: "k-fail", Payload: []byte(`{"secret":"s3"}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A retry's message names its attempt; a malformed attempt is left out.
+	if _, err := store.InsertOutbox(ctx, st.Pool(),
+		store.OutboxMessage{JobKey: "k-retry", Topic: "pubq-default", Data: []byte(`{}`), Attributes: map[string]string{
+			job.AttrKind: "demo.record", job.AttrKey: "k-retry", job.AttrID: "id-retry", job.AttrAttempt: "3"}},
+		store.OutboxMessage{JobKey: "k-bad", Topic: "pubq-default", Data: []byte(`{}`), Attributes: map[string]string{
+			job.AttrKind: "demo.record", job.AttrKey: "k-bad", job.AttrAttempt: "x"}}); err != nil {
 		t.Fatal(err)
 	}
 	var logs pubqtest.SyncBuffer
@@ -271,18 +280,29 @@ func TestRelayLogsFailedPublishWithTheJob(t *testing.T) {
 	if n, _ := relay.RelayOnce(ctx); n != 0 {
 		t.Fatalf("relayed %d to a missing topic", n)
 	}
-	var line map[string]any
+	lines := map[string]map[string]any{}
 	for _, l := range strings.Split(logs.String(), "\n") {
 		var m map[string]any
 		if json.Unmarshal([]byte(l), &m) == nil && m["msg"] == "publish failed; will retry from the outbox" {
-			line = m
+			key, _ := m["job_key"].(string)
+			lines[key] = m
 		}
 	}
+	line := lines["k-fail"]
 	if line == nil {
-		t.Fatalf("no publish-failed line in:\n%s", logs.String())
+		t.Fatalf("no publish-failed line for k-fail in:\n%s", logs.String())
 	}
-	if line["job_key"] != "k-fail" || line["job_kind"] != "demo.record" || line["trace_id"] != tid.String() {
-		t.Errorf("publish-failed line %v, want the job's key, kind and trace", line)
+	if line["job_kind"] != "demo.record" || line["job_id"] != res.ID || res.ID == "" || line["trace_id"] != tid.String() {
+		t.Errorf("publish-failed line %v, want the job's key, kind, id %q and trace", line, res.ID)
+	}
+	if _, ok := line["job_attempt"]; ok {
+		t.Errorf("a first delivery's line names an attempt: %v", line)
+	}
+	if l := lines["k-retry"]; l == nil || l["job_attempt"] != 3.0 || l["job_id"] != "id-retry" {
+		t.Errorf("retry's publish-failed line %v, want job_attempt 3 and job_id id-retry", l)
+	}
+	if l := lines["k-bad"]; l == nil || l["job_attempt"] != nil || l["job_id"] != nil {
+		t.Errorf("publish-failed line %v, want no job_attempt or job_id", l)
 	}
 	if strings.Contains(logs.String(), "s3") {
 		t.Errorf("the payload reached the log:\n%s", logs.String())

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strconv"
 	"sync"
 	"time"
 
@@ -219,12 +220,21 @@ func (r *Relay) publish(ctx context.Context, msgs []store.OutboxMessage) []error
 	for i, err := range errs {
 		if err != nil {
 			// The line names the job and carries the trace it was published in.
-			lctx := telemetry.WithJob(telemetry.ContextWithTraceParent(ctx, msgs[i].TraceParent),
-				telemetry.Job{Key: msgs[i].JobKey, Kind: msgs[i].Attributes[job.AttrKind]})
+			lctx := telemetry.WithJob(telemetry.ContextWithTraceParent(ctx, msgs[i].TraceParent), outboxJob(msgs[i]))
 			r.log.WarnContext(lctx, "publish failed; will retry from the outbox", "topic", msgs[i].Topic, "error", err)
 		}
 	}
 	return errs
+}
+
+// outboxJob names the job an outbox message delivers, from its wire attributes. The attempt is left
+// out (0) when the attribute is absent or not a positive number.
+func outboxJob(m store.OutboxMessage) telemetry.Job {
+	j := telemetry.Job{Key: m.JobKey, Kind: m.Attributes[job.AttrKind], ID: m.Attributes[job.AttrID]}
+	if n, err := strconv.Atoi(m.Attributes[job.AttrAttempt]); err == nil && n > 0 {
+		j.Attempt = n
+	}
+	return j
 }
 
 // transient reports whether a publish error may succeed if tried again.

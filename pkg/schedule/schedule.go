@@ -15,6 +15,7 @@ import (
 
 	"github.com/pubq/pubq/pkg/publish"
 	"github.com/pubq/pubq/pkg/queue"
+	"github.com/pubq/pubq/pkg/telemetry"
 )
 
 // Enqueuer is what the scheduler needs from a publish.Client.
@@ -151,10 +152,14 @@ func (s *Scheduler) fire(ctx context.Context, sc queue.Schedule, tick time.Time)
 	b := backoff.NewExponentialBackOff(backoff.WithInitialInterval(time.Second), backoff.WithMaxInterval(30*time.Second),
 		backoff.WithMaxElapsedTime(0))
 	deadline := s.cfg.Now().Add(s.cfg.RetryFor)
+	// The lines name the tick's job (and carry the trace of ctx's span, if any).
+	tj := telemetry.Job{Kind: sc.Kind, Key: Key(sc.Name, tick)}
+	lctx := telemetry.WithJob(ctx, tj)
 	for attempt := 1; ; attempt++ {
 		r, err := s.Fire(ctx, sc, tick)
 		if err == nil {
-			s.cfg.Logger.Info("schedule tick", "schedule", sc.Name, "tick", tick, "job_id", r.ID, "duplicate", r.Duplicate)
+			tj.Queue, tj.ID = r.Queue, r.ID
+			s.cfg.Logger.InfoContext(telemetry.WithJob(ctx, tj), "schedule tick", "schedule", sc.Name, "tick", tick, "duplicate", r.Duplicate)
 			return
 		}
 		if ctx.Err() != nil {
@@ -162,10 +167,10 @@ func (s *Scheduler) fire(ctx context.Context, sc queue.Schedule, tick time.Time)
 		}
 		wait := b.NextBackOff()
 		if !s.cfg.Now().Add(wait).Before(deadline) {
-			s.cfg.Logger.Error("schedule tick failed; giving up on it", "schedule", sc.Name, "tick", tick, "attempts", attempt, "error", err)
+			s.cfg.Logger.ErrorContext(lctx, "schedule tick failed; giving up on it", "schedule", sc.Name, "tick", tick, "attempts", attempt, "error", err)
 			return
 		}
-		s.cfg.Logger.Warn("schedule tick failed; retrying", "schedule", sc.Name, "tick", tick, "attempt", attempt, "in", wait, "error", err)
+		s.cfg.Logger.WarnContext(lctx, "schedule tick failed; retrying", "schedule", sc.Name, "tick", tick, "attempt", attempt, "in", wait, "error", err)
 		s.cfg.Sleep(ctx, wait)
 	}
 }

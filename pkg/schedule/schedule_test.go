@@ -2,18 +2,24 @@ package schedule_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/pubq/pubq/pkg/publish"
+	"github.com/pubq/pubq/pkg/pubqtest"
 	"github.com/pubq/pubq/pkg/queue"
 	"github.com/pubq/pubq/pkg/schedule"
 	"github.com/pubq/pubq/pkg/store"
+	"github.com/pubq/pubq/pkg/telemetry"
 	"github.com/pubq/pubq/pkg/testenv"
 )
 
@@ -178,6 +184,76 @@ func TestFailedTickIsRetried(t *testing.T) {
 			k10 := schedule.Key("scan", start.Truncate(time.Hour).Add(10*time.Minute))
 			if c.failures > 100 && (f.calls[k5] < 3 || f.calls[k10] == 0) {
 				t.Errorf("calls %v: the failing tick must be retried, then the next one fired", f.calls)
+			}
+		})
+	}
+}
+
+// queueEnqueuer fails the first failures calls of each key, then answers as publish.Client does.
+type queueEnqueuer struct {
+	failures int
+	calls    map[string]int
+}
+
+func (f *queueEnqueuer) Enqueue(_ context.Context, r publish.Request) (publish.Result, error) {
+	f.calls[r.Key]++
+	if f.calls[r.Key] <= f.failures {
+		return publish.Result{}, errors.New("database unreachable")
+	}
+	return publish.Result{ID: "id-" + r.Key, Key: r.Key, Kind: r.Kind, Queue: "default"}, nil
+}
+
+// Every line about a tick names the tick's job (job_key, job_kind; job_queue and job_id once enqueued)
+// once, and carries the trace of the scheduler's context.
+func TestTickLogsNameTheJob(t *testing.T) {
+	sc := []queue.Schedule{{Name: "scan", Cron: "*/5 * * * *", Kind: "students.scan"}}
+	start := time.Date(2026, 11, 25, 1, 2, 0, 0, time.UTC)
+	key := schedule.Key("scan", start.Truncate(time.Hour).Add(5*time.Minute))
+	tid, _ := trace.TraceIDFromHex("4bf92f3577b34da6a3ce929d0e0e4736")
+	sid, _ := trace.SpanIDFromHex("00f067aa0ba902b7")
+	for _, c := range []struct {
+		name     string
+		failures int
+		retryFor time.Duration
+		msgs     []string
+	}{
+		{"retried", 1, 2 * time.Minute, []string{"schedule tick failed; retrying", "schedule tick"}},
+		{"given up", 1000, time.Nanosecond, []string{"schedule tick failed; giving up on it"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(trace.ContextWithSpanContext(context.Background(),
+				trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled})))
+			defer cancel()
+			clock := &fakeClock{now: start, end: start.Add(5 * time.Minute), stop: cancel}
+			var logs pubqtest.SyncBuffer
+			s, err := schedule.New(&queueEnqueuer{failures: c.failures, calls: map[string]int{}}, sc, &schedule.Config{Now: clock.Now,
+				Sleep: clock.Sleep, CatchUp: -1, RetryFor: c.retryFor, Logger: telemetry.NewLogger(&logs, telemetry.LoggerOptions{})})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = s.Run(ctx)
+			var got []string
+			for _, l := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+				var m map[string]any
+				if err := json.Unmarshal([]byte(l), &m); err != nil {
+					t.Fatalf("%v: %s", err, l)
+				}
+				msg, _ := m["msg"].(string)
+				got = append(got, msg)
+				if m["job_key"] != key || m["job_kind"] != "students.scan" || m["trace_id"] != tid.String() || m["span_id"] != sid.String() {
+					t.Errorf("line does not name the tick's job and trace: %s", l)
+				}
+				if enqueued := msg == "schedule tick"; enqueued != (m["job_id"] == "id-"+key && m["job_queue"] == "default") {
+					t.Errorf("job_id and job_queue must name the enqueued job, and only it: %s", l)
+				}
+				for k := range m {
+					if n := strings.Count(l, `"`+k+`":`); n != 1 {
+						t.Errorf("%s appears %d times in %s", k, n, l)
+					}
+				}
+			}
+			if fmt.Sprint(got) != fmt.Sprint(c.msgs) {
+				t.Errorf("logged %q, want %q", got, c.msgs)
 			}
 		})
 	}

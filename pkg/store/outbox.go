@@ -175,6 +175,8 @@ const LostErrorPrefix = "worker lost"
 // Rescued is a job whose worker vanished, put back by Rescue.
 type Rescued struct {
 	Key, Queue, Kind string
+	ID               string // the job's id
+	TraceParent      string // the W3C traceparent stored with the job ("" if none)
 	Attempt          int
 	Dead             bool // it had used its last attempt: dead-lettered instead
 }
@@ -233,6 +235,7 @@ func (s *Store) Rescue(ctx context.Context, grace time.Duration, limit int, targ
 				rows.Close()
 				return err
 			}
+			x.r.ID, x.r.TraceParent = x.id, x.tp
 			got = append(got, x)
 		}
 		rows.Close()

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -155,7 +156,7 @@ func Setup(ctx context.Context, opts Options) (*Providers, error) {
 		attrs = append(attrs, "sampler", cfg.samplerTxt)
 	}
 	if containsString(cfg.exporters, ExporterOTLP) {
-		ep := cfg.endpoint
+		ep := loggableEndpoint(cfg.endpoint)
 		if ep == "" {
 			ep = "(exporter default)"
 		}
@@ -163,6 +164,22 @@ func Setup(ctx context.Context, opts Options) (*Providers, error) {
 	}
 	log.LogAttrs(ctx, slog.LevelInfo, "telemetry: configured", argsToAttrs(attrs)...)
 	return p, nil
+}
+
+// loggableEndpoint returns the OTLP endpoint URL without what may hold a credential: the userinfo
+// (user:password@) and the query and fragment. An endpoint that does not parse is not logged.
+func loggableEndpoint(ep string) string {
+	if ep == "" {
+		return ""
+	}
+	u, err := url.Parse(ep)
+	if err != nil {
+		return "(unparseable)"
+	}
+	u.User = nil
+	u.RawQuery, u.ForceQuery = "", false
+	u.Fragment, u.RawFragment = "", ""
+	return u.String()
 }
 
 func argsToAttrs(kv []any) []slog.Attr {

@@ -357,6 +357,38 @@ func TestShutdownBoundedWhenCollectorDown(t *testing.T) {
 	}
 }
 
+// The configured line names the OTLP endpoint without its userinfo, query or fragment: a
+// collector's basic-auth password or an API key in the URL never reaches the log.
+func TestSetupLogsEndpointWithoutCredentials(t *testing.T) {
+	rcv := otlptest.Start(t)
+	base := rcv.HTTPEndpoint() // http://host:port
+	for _, tc := range []struct{ endpoint, want string }{
+		{strings.Replace(base, "http://", "http://collector-user:pa55word@", 1) + "/otlp?api_key=k3y#frag", base + "/otlp"},
+		{strings.Replace(base, "http://", "http://only-a-token@", 1) + "?", base},
+		{base, base},
+	} {
+		cleanEnv(t, "OTEL_EXPORTER_OTLP_ENDPOINT", tc.endpoint)
+		var logs syncBuffer
+		p, err := Setup(context.Background(), Options{ServiceName: "svc", Logger: NewLogger(&logs, LoggerOptions{})})
+		if err != nil {
+			t.Fatalf("Setup(%q): %v", tc.endpoint, err)
+		}
+		shutdown(t, p)
+		line := logs.String()
+		if !strings.Contains(line, `"otlp_endpoint":"`+tc.want+`"`) {
+			t.Errorf("endpoint %q: want otlp_endpoint %q in %s", tc.endpoint, tc.want, line)
+		}
+		for _, secret := range []string{"collector-user", "pa55word", "only-a-token", "k3y", "frag"} {
+			if strings.Contains(line, secret) {
+				t.Errorf("endpoint %q: %q reached the log: %s", tc.endpoint, secret, line)
+			}
+		}
+	}
+	if got := loggableEndpoint("http://u:p@h:4318/v1/traces?x=1"); got != "http://h:4318/v1/traces" {
+		t.Errorf("loggableEndpoint = %q", got)
+	}
+}
+
 // syncBuffer is a bytes.Buffer safe for a writer goroutine and a reading test.
 type syncBuffer struct {
 	mu  sync.Mutex

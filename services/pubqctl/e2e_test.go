@@ -22,6 +22,7 @@ import (
 	"github.com/pubq/pubq/pkg/pubqtest"
 	"github.com/pubq/pubq/pkg/queue"
 	"github.com/pubq/pubq/pkg/store"
+	"github.com/pubq/pubq/pkg/telemetry"
 	"github.com/pubq/pubq/pkg/worker"
 )
 
@@ -256,7 +257,7 @@ func TestStuckJobIsRescued(t *testing.T) {
 	e.start(t, 5*time.Second)
 	var logs pubqtest.SyncBuffer
 	r, err := inspect.NewRescuer(e.st, e.cfg, &inspect.RescuerConfig{Every: every, Grace: grace,
-		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		Logger: telemetry.NewLogger(&logs, telemetry.LoggerOptions{})})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -280,7 +281,7 @@ func TestStuckJobIsRescued(t *testing.T) {
 	if done.Attempt != 2 || done.Fence != claim.Fence+2 {
 		t.Errorf("after the rescue: attempt %d fence %d; want attempt 2 (the lost one counts) and fence %d", done.Attempt, done.Fence, claim.Fence+2)
 	}
-	if !strings.Contains(logs.String(), "rescued stuck job") || !strings.Contains(logs.String(), "job_key=orphan-1") {
+	if !strings.Contains(logs.String(), "rescued stuck job") || !strings.Contains(logs.String(), `"job_key":"orphan-1"`) {
 		t.Errorf("rescuer log: %s", logs.String())
 	}
 }

@@ -42,7 +42,8 @@ type Config struct {
 	// VerifyDatabase verifies each real merge with merge.VerifyDatabase, which sweeps every row
 	// below students for orphans: about 70 merges' worth of database time at 200k students.
 	VerifyDatabase bool
-	// Logger receives one line per merge and per fan-out. Default: slog.Default().
+	// Logger receives one line per merge and per fan-out, logged with the worker's context: a
+	// telemetry.NewLogger logger adds the job's fields (job_key, …) and trace from it. Default: slog.Default().
 	Logger *slog.Logger
 }
 
@@ -88,8 +89,9 @@ func (h *Handlers) Merge(ctx context.Context, tx pgx.Tx, j *job.Job) error {
 	}
 	rep := res.Report
 	t := rep.Totals()
+	// The worker's ctx names the job (telemetry.WithJob): job_key and the rest come from it.
 	h.cfg.Logger.LogAttrs(ctx, slog.LevelInfo, "account merge",
-		slog.String("job_key", j.Key), slog.Int64("survivor_id", rep.SurvivorID), slog.Int64("duplicate_id", rep.DuplicateID),
+		slog.Int64("survivor_id", rep.SurvivorID), slog.Int64("duplicate_id", rep.DuplicateID),
 		slog.Bool("dry_run", rep.DryRun), slog.Int64("already_merged_into", rep.AlreadyMergedInto),
 		slog.Int64("requested_survivor_id", res.RequestedSurvivorID), slog.Bool("verified", res.Verified),
 		slog.Int64("moved", t.Moved), slog.Int64("folded", t.Folded), slog.Int64("deleted", t.Deleted), slog.Int64("filled", t.Filled))
@@ -129,7 +131,7 @@ func (h *Handlers) Scan(ctx context.Context, tx pgx.Tx, j *job.Job) error {
 		return err
 	}
 	h.cfg.Logger.LogAttrs(ctx, slog.LevelInfo, "students scan split",
-		slog.String("job_key", j.Key), slog.String("mode", string(req.Mode)), slog.Int("ranges", len(ranges)), slog.Int("enqueued", fresh))
+		slog.String("mode", string(req.Mode)), slog.Int("ranges", len(ranges)), slog.Int("enqueued", fresh))
 	return nil
 }
 
@@ -160,7 +162,7 @@ func (h *Handlers) ScanRange(ctx context.Context, tx pgx.Tx, j *job.Job) error {
 		return err
 	}
 	h.cfg.Logger.LogAttrs(ctx, slog.LevelInfo, "students scan range",
-		slog.String("job_key", j.Key), slog.Int64("first", req.Range.First), slog.Int64("last", req.Range.Last),
+		slog.Int64("first", req.Range.First), slog.Int64("last", req.Range.Last),
 		slog.Bool("dry_run", rule.DryRun()), slog.Int("pairs", len(pairs)), slog.Int("enqueued", fresh))
 	return nil
 }
