@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"testing"
 	"time"
+
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/pubq/pubq/pkg/inspect"
 	"github.com/pubq/pubq/pkg/job"
@@ -370,5 +373,49 @@ func TestParseTime(t *testing.T) {
 		if _, err := inspect.ParseTime(bad, now); !errors.Is(err, inspect.ErrInvalidFilter) {
 			t.Errorf("ParseTime(%q) = %v, want ErrInvalidFilter", bad, err)
 		}
+	}
+}
+
+// A job whose last attempt died with its worker is dead-lettered by the rescuer, and counted as such:
+// rescued and dead-lettered (reason exhausted, as a worker says of a job out of attempts), by kind.
+func TestRescuerCountsALostLastAttemptAsDeadLettered(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.enqueue(t, "last-orphan", "email.send", `{"to":"y"}`)
+	b.drainOutbox(t)
+	b.claim(t, "last-orphan", time.Second, "")
+	if _, err := b.st.Pool().Exec(b.ctx, `UPDATE pubq.jobs SET max_attempts = 1 WHERE key = 'last-orphan'`); err != nil {
+		t.Fatal(err)
+	}
+	metrics, points := pubqtest.MetricPoints(t)
+	r, err := inspect.NewRescuer(b.st, b.cfg, &inspect.RescuerConfig{Every: 100 * time.Millisecond, Grace: 100 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: metrics})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for b.state(t, "last-orphan") != "dead" {
+		if time.Now().After(deadline) {
+			t.Fatalf("not dead-lettered in time: state %s", b.state(t, "last-orphan"))
+		}
+		if _, err := r.RescueOnce(b.ctx); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	series := func(name string, label string) string {
+		var out []string
+		for _, dp := range points(name) {
+			k, _ := dp.Attributes.Value(telemetry.MetricKeyKind)
+			v, _ := dp.Attributes.Value(attribute.Key(label))
+			out = append(out, fmt.Sprintf("%s/%s=%d", k.AsString(), v.AsString(), dp.Value))
+		}
+		return fmt.Sprint(out)
+	}
+	if got := series("pubq.jobs.rescued", telemetry.MetricKeyQueue); got != "[email.send/default=1]" {
+		t.Errorf("rescued %s, want [email.send/default=1]", got)
+	}
+	if got := series("pubq.jobs.dead_lettered", telemetry.MetricKeyReason); got != "[email.send/exhausted=1]" {
+		t.Errorf("dead lettered %s, want [email.send/exhausted=1]", got)
 	}
 }

@@ -49,7 +49,7 @@
 //	pubq_jobs_in_flight{queue}                        Metrics.InFlight, gauge (attempts running)
 //	pubq_leases_renewed_total{queue}                  Metrics.LeaseRenewed
 //	pubq_leases_lost_total{queue}                     Metrics.LeaseLost
-//	pubq_jobs_rescued_total{queue}                    Metrics.Rescued
+//	pubq_jobs_rescued_total{queue,kind}               Metrics.Rescued (by the rescuer; a lost last attempt is also dead-lettered, reason exhausted)
 //	pubq_outbox_backlog                               Metrics.ObserveOutbox, gauge
 //	pubq_outbox_oldest_age_seconds                    Metrics.ObserveOutbox, gauge
 //	target_info{service_name,service_instance_id,…}   the resource, one series

@@ -271,12 +271,13 @@ func (m *Metrics) LeaseLost(ctx context.Context, queue string) {
 	m.leaseLost.Add(ctx, 1, m.queueOnly(queue))
 }
 
-// Rescued counts n jobs taken over after their lease expired (pubq_jobs_rescued_total).
-func (m *Metrics) Rescued(ctx context.Context, queue string, n int) {
+// Rescued counts n jobs of queue and kind the rescuer took over after their lease expired
+// (pubq_jobs_rescued_total).
+func (m *Metrics) Rescued(ctx context.Context, queue, kind string, n int) {
 	if m == nil || n <= 0 {
 		return
 	}
-	m.rescued.Add(ctx, int64(n), m.queueOnly(queue))
+	m.rescued.Add(ctx, int64(n), m.queueKind(queue, kind))
 }
 
 // OutboxObserveTimeout bounds ObserveOutbox's fn on each collection.

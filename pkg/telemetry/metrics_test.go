@@ -68,8 +68,10 @@ func TestMetricsExposition(t *testing.T) {
 	m.Started(ctx, "critical", "email.send")
 	m.Succeeded(ctx, "critical", "email.send", 20*time.Millisecond)
 	m.Failed(ctx, "critical", "email.send", 2*time.Second)
+	m.Snoozed(ctx, "critical", "email.send", 10*time.Millisecond)
+	m.Abandoned(ctx, "critical", "email.send", 5*time.Second)
 	m.Retried(ctx, "critical", "email.send")
-	m.DeadLettered(ctx, "critical", "email.send", "max_attempts")
+	m.DeadLettered(ctx, "critical", "email.send", "exhausted")
 	m.DuplicateSkipped(ctx, "critical", "email.send")
 	m.QueueWait(ctx, "critical", "email.send", 300*time.Millisecond)
 	m.QueueWait(ctx, "critical", "email.send", -time.Second) // clock skew counts as 0
@@ -78,7 +80,7 @@ func TestMetricsExposition(t *testing.T) {
 	m.LeaseRenewed(ctx, "critical")
 	m.LeaseRenewed(ctx, "critical")
 	m.LeaseLost(ctx, "critical")
-	m.Rescued(ctx, "critical", 4)
+	m.Rescued(ctx, "critical", "payment.charge", 4)
 	if err := m.ObserveOutbox(func(context.Context) (int64, time.Duration, error) {
 		return 17, 90 * time.Second, nil
 	}); err != nil {
@@ -92,13 +94,17 @@ func TestMetricsExposition(t *testing.T) {
 		`pubq_jobs_started_total{kind="email.send",queue="critical"}`:                             "2",
 		`pubq_jobs_succeeded_total{kind="email.send",queue="critical"}`:                           "1",
 		`pubq_jobs_failed_total{kind="email.send",queue="critical"}`:                              "1",
+		`pubq_jobs_snoozed_total{kind="email.send",queue="critical"}`:                             "1",
+		`pubq_jobs_abandoned_total{kind="email.send",queue="critical"}`:                           "1",
+		`pubq_job_duration_seconds_count{kind="email.send",outcome="snoozed",queue="critical"}`:   "1",
+		`pubq_job_duration_seconds_count{kind="email.send",outcome="abandoned",queue="critical"}`: "1",
 		`pubq_jobs_retried_total{kind="email.send",queue="critical"}`:                             "1",
-		`pubq_jobs_dead_lettered_total{kind="email.send",queue="critical",reason="max_attempts"}`: "1",
+		`pubq_jobs_dead_lettered_total{kind="email.send",queue="critical",reason="exhausted"}`:    "1",
 		`pubq_jobs_duplicate_skipped_total{kind="email.send",queue="critical"}`:                   "1",
 		`pubq_jobs_in_flight{queue="critical"}`:                                                   "1",
 		`pubq_leases_renewed_total{queue="critical"}`:                                             "2",
 		`pubq_leases_lost_total{queue="critical"}`:                                                "1",
-		`pubq_jobs_rescued_total{queue="critical"}`:                                               "4",
+		`pubq_jobs_rescued_total{kind="payment.charge",queue="critical"}`:                         "4",
 		`pubq_outbox_backlog`:            "17",
 		`pubq_outbox_oldest_age_seconds`: "90",
 		`pubq_job_queue_wait_seconds_count{kind="email.send",queue="critical"}`:                   "2",
@@ -188,6 +194,8 @@ func TestNilMetricsIsNoop(t *testing.T) {
 	m.Started(ctx, "q", "k")
 	m.Succeeded(ctx, "q", "k", time.Second)
 	m.Failed(ctx, "q", "k", time.Second)
+	m.Snoozed(ctx, "q", "k", time.Second)
+	m.Abandoned(ctx, "q", "k", time.Second)
 	m.Retried(ctx, "q", "k")
 	m.DeadLettered(ctx, "q", "k", "r")
 	m.DuplicateSkipped(ctx, "q", "k")
@@ -195,7 +203,7 @@ func TestNilMetricsIsNoop(t *testing.T) {
 	m.InFlight(ctx, "q", 1)
 	m.LeaseRenewed(ctx, "q")
 	m.LeaseLost(ctx, "q")
-	m.Rescued(ctx, "q", 1)
+	m.Rescued(ctx, "q", "k", 1)
 	if err := m.ObserveOutbox(func(context.Context) (int64, time.Duration, error) { return 0, 0, nil }); err != nil {
 		t.Errorf("nil ObserveOutbox = %v", err)
 	}
