@@ -128,8 +128,8 @@ func (c *Client) EnqueueMany(ctx context.Context, rs []Request) ([]Result, error
 
 // EnqueueTx enqueues jobs inside the caller's transaction: they exist (and are published by the relay)
 // only if the caller commits. Use it to make a platform write and its follow-up job atomic.
-// pubq_jobs_enqueued_total counts them when EnqueueTx returns, before the caller's commit: a rolled-back
-// transaction leaves them counted (the outbox backlog and the jobs table are the exact figures).
+// pubq_jobs_enqueued_total counts them when EnqueueTx returns, or, under a telemetry.CountOnCommit
+// context (a worker's transactional handler has one), only once the transaction commits.
 func (c *Client) EnqueueTx(ctx context.Context, tx pgx.Tx, rs ...Request) ([]Result, error) {
 	// A savepoint keeps the caller's transaction usable if this enqueue fails.
 	sp, err := tx.Begin(ctx)
@@ -144,7 +144,7 @@ func (c *Client) EnqueueTx(ctx context.Context, tx pgx.Tx, rs ...Request) ([]Res
 	if err := sp.Commit(ctx); err != nil {
 		return nil, fmt.Errorf("pubq: enqueue: %w", err)
 	}
-	c.count(ctx, out)
+	telemetry.CountAfterCommit(ctx, func() { c.count(ctx, out) })
 	return out, nil
 }
 

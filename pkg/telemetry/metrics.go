@@ -321,3 +321,42 @@ func (m *Metrics) ObserveOutbox(fn func(ctx context.Context) (backlog int64, old
 	}
 	return nil
 }
+
+// commitCounts holds metric updates until a transaction's outcome is known.
+type commitCounts struct {
+	mu      sync.Mutex
+	pending []func()
+}
+
+type commitCountsKey struct{}
+
+// CountOnCommit returns a context under which CountAfterCommit holds its updates until settle is
+// called with whether the transaction committed: the counts of a rolled-back transaction (a worker's
+// failed attempt that enqueued follow-up jobs) are dropped, and a retried attempt is not counted twice.
+// The worker settles its transactional handlers' contexts; callers of publish.EnqueueTx may use it too.
+func CountOnCommit(ctx context.Context) (_ context.Context, settle func(committed bool)) {
+	c := &commitCounts{}
+	return context.WithValue(ctx, commitCountsKey{}, c), func(committed bool) {
+		c.mu.Lock()
+		pending := c.pending
+		c.pending = nil
+		c.mu.Unlock()
+		if committed {
+			for _, f := range pending {
+				f()
+			}
+		}
+	}
+}
+
+// CountAfterCommit runs update now, or, under a CountOnCommit context, once its transaction commits.
+func CountAfterCommit(ctx context.Context, update func()) {
+	c, _ := ctx.Value(commitCountsKey{}).(*commitCounts)
+	if c == nil {
+		update()
+		return
+	}
+	c.mu.Lock()
+	c.pending = append(c.pending, update)
+	c.mu.Unlock()
+}

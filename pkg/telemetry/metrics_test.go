@@ -250,3 +250,32 @@ func TestObserveOutboxIsBounded(t *testing.T) {
 		t.Error("the scrape exported nothing")
 	}
 }
+
+func TestCountOnCommit(t *testing.T) {
+	var n int
+	count := func() { n++ }
+	CountAfterCommit(context.Background(), count)
+	if n != 1 {
+		t.Fatalf("without CountOnCommit the update runs at once: %d", n)
+	}
+	ctx, settle := CountOnCommit(context.Background())
+	CountAfterCommit(ctx, count)
+	CountAfterCommit(ctx, count)
+	if n != 1 {
+		t.Fatalf("updates ran before the commit: %d", n)
+	}
+	settle(true)
+	if n != 3 {
+		t.Fatalf("after the commit %d, want 3", n)
+	}
+	settle(true) // settled once: nothing is run twice
+	if n != 3 {
+		t.Fatalf("a second settle ran updates again: %d", n)
+	}
+	ctx, settle = CountOnCommit(context.Background())
+	CountAfterCommit(ctx, count)
+	settle(false)
+	if n != 3 {
+		t.Fatalf("a rolled-back transaction's update ran: %d", n)
+	}
+}

@@ -226,12 +226,16 @@ type errCommit struct{ err error }
 func (e *errCommit) Error() string { return "pubq: committing job: " + e.err.Error() }
 func (e *errCommit) Unwrap() error { return e.err }
 
-// runTx runs a transactional handler and commits its writes with the job's completion.
+// runTx runs a transactional handler and commits its writes with the job's completion. What the
+// handler enqueues (publish.EnqueueTx) is counted only if the transaction commits.
 func (w *Worker) runTx(ctx context.Context, pool *pgxpool.Pool, chain Handler, j *job.Job, lease store.Lease) error {
 	tx, err := pool.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("pubq: beginning job transaction: %w", err)
 	}
+	ctx, settle := telemetry.CountOnCommit(ctx)
+	committed := false
+	defer func() { settle(committed) }()
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 	if err := chain.Work(context.WithValue(ctx, txKey{}, tx), j); err != nil {
 		return err
@@ -243,6 +247,7 @@ func (w *Worker) runTx(ctx context.Context, pool *pgxpool.Pool, chain Handler, j
 	if err := tx.Commit(ctx); err != nil {
 		return &errCommit{err}
 	}
+	committed = true
 	return nil
 }
 

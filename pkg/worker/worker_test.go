@@ -54,7 +54,7 @@ queues:
     subscription: pubq-default-worker
     dead_letter_topic: pubq-default-dead
     dead_letter_subscription: pubq-default-dead-inspect
-    kinds: [demo.record, demo.flaky, test.slow, test.takeover, test.takeover_tx, test.commitfail]
+    kinds: [demo.record, demo.flaky, test.slow, test.takeover, test.takeover_tx, test.commitfail, test.fanout]
   bulk:
     topic: pubq-bulk
     subscription: pubq-bulk-worker
@@ -766,5 +766,35 @@ func TestTakeoverPastLastAttemptIsExhausted(t *testing.T) {
 	}
 	if got := fmt.Sprint(reasons); got != "[exhausted=1]" {
 		t.Errorf("dead lettered by reason %s, want [exhausted=1]", got)
+	}
+}
+
+// A transactional handler's enqueues are counted when its transaction commits: the first attempt's
+// follow-up job rolls back with it and is not counted, the second's is, once.
+func TestEnqueuedInRolledBackAttemptIsNotCounted(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	m, counter := pubqtest.Metrics(t)
+	pub, err := publish.New(b.st, &publish.Config{Queues: b.cfg, Metrics: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.mux.HandleTx("test.fanout", worker.TxHandlerFunc(func(ctx context.Context, tx pgx.Tx, j *job.Job) error {
+		if _, err := pub.EnqueueTx(ctx, tx, publish.Request{Kind: "demo.record", Key: j.Key + "-child", Payload: []byte(`{}`)}); err != nil {
+			return err
+		}
+		if j.Attempt == 1 {
+			return fmt.Errorf("fail after enqueueing")
+		}
+		return nil
+	}))
+	b.run(t, worker.Config{Metrics: m})
+	b.enqueue(t, "test.fanout", "fanout", demo.Payload{})
+	waitFor(t, 30*time.Second, "the child job", func() bool { s, _ := b.jobState(t, "fanout-child"); return s == "succeeded" })
+	if n := counter("pubq.jobs.enqueued"); n != 1 {
+		t.Errorf("pubq.jobs.enqueued = %d, want 1: the rolled-back attempt's enqueue is not a job", n)
+	}
+	if n := counter("pubq.jobs.duplicate_skipped"); n != 0 {
+		t.Errorf("pubq.jobs.duplicate_skipped = %d, want 0", n)
 	}
 }
