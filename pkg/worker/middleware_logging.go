@@ -21,7 +21,16 @@ func Logging(log *slog.Logger) Middleware {
 				return nil
 			}
 			outcome, delay := job.Classify(err)
-			attrs := []slog.Attr{slog.String("outcome", outcome.String()), slog.Duration("duration", time.Since(start))}
+			name := outcome.String()
+			attrs := []slog.Attr{slog.Duration("duration", time.Since(start))}
+			if cause := context.Cause(ctx); err != nil && abandoned(cause, err) {
+				// The worker stopped the attempt (lease lost, shutdown): no retry follows from it.
+				name, delay = "abandoned", 0
+				if cause != nil {
+					attrs = append(attrs, slog.String("cause", cause.Error()))
+				}
+			}
+			attrs = append(attrs, slog.String("outcome", name))
 			if delay > 0 {
 				attrs = append(attrs, slog.Duration("delay", delay))
 			}

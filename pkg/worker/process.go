@@ -165,7 +165,7 @@ func (w *Worker) handle(mctx context.Context, rq *runQueue, m *delivery) {
 			m.Nack() // completion not durable: the redelivery finds the job still claimable or done
 			return
 		}
-	case errors.Is(cause, ErrLeaseLost) || cause == errShutdown || errors.Is(herr, store.ErrLeaseLost):
+	case abandoned(cause, herr):
 		// This worker no longer owns the outcome (taken over), or stops before it was reached. Only a
 		// fenced statement's answer proves the job is someone else's now; failed renewals do not.
 		handedOver = leaseTaken(cause, herr)
@@ -208,6 +208,13 @@ func (w *Worker) handle(mctx context.Context, rq *runQueue, m *delivery) {
 		span.SetStatus(codes.Error, herr.Error())
 	}
 	handedOver = w.finishFailure(ctx, rq, m, j, lease, policy, span, herr, start)
+}
+
+// abandoned reports whether an attempt that did not succeed, with its context's cause and its
+// handler's error herr, has no outcome of its own: its job was taken over (or may have been), or the
+// worker stops before the handler finished.
+func abandoned(cause, herr error) bool {
+	return errors.Is(cause, ErrLeaseLost) || cause == errShutdown || errors.Is(herr, store.ErrLeaseLost)
 }
 
 // leaseTaken reports whether a run abandoned with cause (its context's) and herr (the handler's error)

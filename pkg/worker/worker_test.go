@@ -519,7 +519,10 @@ func TestNewValidates(t *testing.T) {
 // other queues' handlers with no limit, so a handler waiting on its context kept it up for ever.)
 func TestReceiveFailureShutsDownTheOtherQueues(t *testing.T) {
 	b := setup(t)
-	errc, _ := b.runBlockJob(t, time.Second, "blocker", func(ctx context.Context) error {
+	m, counter := pubqtest.Metrics(t)
+	var logs pubqtest.SyncBuffer
+	errc, _ := b.runBlockJobWith(t, worker.Config{ShutdownTimeout: time.Second, Metrics: m,
+		Logger: telemetry.NewLogger(&logs, telemetry.LoggerOptions{})}, "blocker", func(ctx context.Context) error {
 		<-ctx.Done()
 		return ctx.Err()
 	})
@@ -538,6 +541,19 @@ func TestReceiveFailureShutsDownTheOtherQueues(t *testing.T) {
 	}
 	if s, _ := b.jobState(t, "blocker"); s != "pending" {
 		t.Errorf("the job cut off by the shutdown is %s, want pending (released for the next delivery)", s)
+	}
+	// Cut off, not failed: no retry follows from it, and the log says so.
+	if a, f := counter("pubq.jobs.abandoned"), counter("pubq.jobs.failed"); a != 1 || f != 0 {
+		t.Errorf("abandoned %d, failed %d; want 1 and 0", a, f)
+	}
+	var line map[string]any
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, `"msg":"job attempt finished"`) {
+			_ = json.Unmarshal([]byte(l), &line)
+		}
+	}
+	if line["outcome"] != "abandoned" || !strings.Contains(fmt.Sprint(line["cause"]), "shut") || line["job_key"] != "blocker" {
+		t.Errorf("the attempt's end is logged as %v, want outcome abandoned with the shutdown as cause:\n%s", line, logs.String())
 	}
 }
 
@@ -563,13 +579,22 @@ func TestJobFinishedPastShutdownTimeoutIsCompleted(t *testing.T) {
 // the channel; cancel asks the worker to stop.
 func (b *bundle) runBlockJob(t *testing.T, shutdown time.Duration, key string, h func(context.Context) error) (<-chan error, context.CancelFunc) {
 	t.Helper()
+	return b.runBlockJobWith(t, worker.Config{ShutdownTimeout: shutdown}, key, h)
+}
+
+// runBlockJobWith is runBlockJob with cfg (its Queues, Lease and a missing Logger filled in).
+func (b *bundle) runBlockJobWith(t *testing.T, cfg worker.Config, key string, h func(context.Context) error) (<-chan error, context.CancelFunc) {
+	t.Helper()
 	started := make(chan struct{}, 1)
 	b.mux.HandleFunc("test.block", func(ctx context.Context, _ *job.Job) error {
 		started <- struct{}{}
 		return h(ctx)
 	})
-	w, err := worker.New(b.client, b.st, b.mux, &worker.Config{Queues: b.cfg, Lease: 5 * time.Second,
-		ShutdownTimeout: shutdown, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	cfg.Queues, cfg.Lease = b.cfg, 5*time.Second
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	w, err := worker.New(b.client, b.st, b.mux, &cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
