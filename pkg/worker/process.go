@@ -77,7 +77,7 @@ func (w *Worker) handle(mctx context.Context, rq *runQueue, m *delivery) {
 		}
 	}
 
-	ctx, span := w.startSpan(ctx, mctx, m, j)
+	ctx, span := w.startSpan(ctx, mctx, m, j, chain.span)
 	defer span.End()
 
 	res, claimedAt, err := w.claim(ctx, rq, j, policy, span)
@@ -428,7 +428,7 @@ var previousAttemptLink = []attribute.KeyValue{telemetry.AttrLink.String("previo
 // the process span. When the receiving client does not trace (no process span) but the publisher's did,
 // the span continues the publisher's googclient_traceparent itself. A retry's span links to the failed
 // attempt's span.
-func (w *Worker) startSpan(ctx, mctx context.Context, m *delivery, j *job.Job) (context.Context, trace.Span) {
+func (w *Worker) startSpan(ctx, mctx context.Context, m *delivery, j *job.Job, name string) (context.Context, trace.Span) {
 	process := trace.SpanContextFromContext(mctx)
 	var linkProcess bool
 	if gtp, viaClient := m.Attributes[job.AttrPubSubTraceParent]; viaClient {
@@ -454,7 +454,7 @@ func (w *Worker) startSpan(ctx, mctx context.Context, m *delivery, j *job.Job) (
 	if prev := telemetry.SpanContextFromTraceParent(m.Attributes[job.AttrPrevTraceParent], ""); prev.IsValid() {
 		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: prev, Attributes: previousAttemptLink}))
 	}
-	ctx, span := w.tracer.Start(ctx, "pubq job "+j.Kind, opts...)
+	ctx, span := w.tracer.Start(ctx, name, opts...)
 	if span.IsRecording() { // attributes cost allocations; an unsampled span needs none
 		// Set once, without duplicates; the attempt follows when the claim says which one this is.
 		attrs := telemetry.JobAttributes(j.Queue, j.Kind, j.Key, j.ID, 0) // room for one more

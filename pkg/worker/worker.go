@@ -128,8 +128,9 @@ type Worker struct {
 // handlerChain is a kind's handler inside the runtime's middleware (logging, timeout, recover) and the
 // Mux's own, and whether it runs in a transaction.
 type handlerChain struct {
-	h  Handler
-	tx bool
+	h    Handler
+	tx   bool
+	span string // the job span's name, built once: "pubq job <kind>"
 }
 
 type runQueue struct {
@@ -181,7 +182,7 @@ func New(client *pubsub.Client, st *store.Store, mux *Mux, cfg *Config) (*Worker
 			if h, isTx, ok := mux.lookup(kind); ok {
 				served = true
 				needsTx = needsTx || isTx
-				rq.chains[kind] = handlerChain{h: Logging(c.Logger)(Timeout(q.TimeoutFor)(Recover(h))), tx: isTx}
+				rq.chains[kind] = handlerChain{h: Logging(c.Logger)(Timeout(q.TimeoutFor)(Recover(h))), tx: isTx, span: "pubq job " + kind}
 			}
 			b := q.BackoffFor(kind)
 			r := b.Randomization
