@@ -55,17 +55,33 @@ func NewOn(t testing.TB, queuesYAML, dbURL string) *Env {
 	if _, err := admin.Bootstrap(ctx, e.Client, e.Project, e.Queues); err != nil {
 		t.Fatal(err)
 	}
-	if e.Store, err = store.Open(ctx, store.Config{URL: dbURL}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Store.Close)
-	if _, err := e.Store.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	e.Store = StoreOn(t, dbURL)
 	if e.Pub, err = publish.New(e.Store, &publish.Config{Queues: e.Queues}); err != nil {
 		t.Fatal(err)
 	}
 	return e
+}
+
+// Store opens a migrated store on a database of t's own (closed when t ends): for tests that need
+// Postgres but no Pub/Sub.
+func Store(t testing.TB) *store.Store {
+	t.Helper()
+	return StoreOn(t, testenv.Postgres(t))
+}
+
+// StoreOn is Store on the database at dbURL.
+func StoreOn(t testing.TB, dbURL string) *store.Store {
+	t.Helper()
+	ctx := context.Background()
+	st, err := store.Open(ctx, store.Config{URL: dbURL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	if _, err := st.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return st
 }
 
 // Metrics returns pubq's metrics backed by a manual reader, and a function that collects and sums one

@@ -18,7 +18,6 @@ import (
 	"github.com/pubq/pubq/pkg/pubqtest"
 	"github.com/pubq/pubq/pkg/queue"
 	"github.com/pubq/pubq/pkg/schedule"
-	"github.com/pubq/pubq/pkg/store"
 	"github.com/pubq/pubq/pkg/telemetry"
 	"github.com/pubq/pubq/pkg/testenv"
 )
@@ -46,14 +45,7 @@ func (c *fakeClock) Sleep(_ context.Context, d time.Duration) {
 // Two producers run the same schedule over the same simulated half hour: each tick exists once.
 func TestTwoReplicasFireEachTickOnce(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.Open(ctx, store.Config{URL: testenv.Postgres(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	if _, err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st := pubqtest.Store(t)
 	cfg, err := queue.Parse([]byte(`
 version: 1
 queues:

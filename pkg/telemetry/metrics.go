@@ -163,31 +163,25 @@ func (m *Metrics) Started(ctx context.Context, queue, kind string) {
 // Succeeded counts a successful attempt and records its handler time d
 // (pubq_jobs_succeeded_total, pubq_job_duration_seconds{outcome="succeeded"}).
 func (m *Metrics) Succeeded(ctx context.Context, queue, kind string, d time.Duration) {
-	if m == nil {
-		return
+	if m != nil {
+		m.ended(ctx, m.succeeded, queue, kind, "succeeded", d)
 	}
-	m.succeeded.Add(ctx, 1, m.queueKind(queue, kind))
-	m.duration.Record(ctx, d.Seconds(), m.with(queue, kind, MetricKeyOutcome, "succeeded"))
 }
 
 // Failed counts an attempt whose handler failed and records its handler time d
 // (pubq_jobs_failed_total, pubq_job_duration_seconds{outcome="failed"}).
 func (m *Metrics) Failed(ctx context.Context, queue, kind string, d time.Duration) {
-	if m == nil {
-		return
+	if m != nil {
+		m.ended(ctx, m.failed, queue, kind, "failed", d)
 	}
-	m.failed.Add(ctx, 1, m.queueKind(queue, kind))
-	m.duration.Record(ctx, d.Seconds(), m.with(queue, kind, MetricKeyOutcome, "failed"))
 }
 
 // Snoozed counts an attempt that asked to run later without using an attempt, and records its handler
 // time d (pubq_jobs_snoozed_total, pubq_job_duration_seconds{outcome="snoozed"}).
 func (m *Metrics) Snoozed(ctx context.Context, queue, kind string, d time.Duration) {
-	if m == nil {
-		return
+	if m != nil {
+		m.ended(ctx, m.snoozed, queue, kind, "snoozed", d)
 	}
-	m.snoozed.Add(ctx, 1, m.queueKind(queue, kind))
-	m.duration.Record(ctx, d.Seconds(), m.with(queue, kind, MetricKeyOutcome, "snoozed"))
 }
 
 // Abandoned counts an attempt that ended without an outcome of its own (its job taken over, stopped
@@ -195,11 +189,15 @@ func (m *Metrics) Snoozed(ctx context.Context, queue, kind string, d time.Durati
 // pubq_job_duration_seconds{outcome="abandoned"}). Every started attempt ends in exactly one of
 // Succeeded, Failed, Snoozed and Abandoned.
 func (m *Metrics) Abandoned(ctx context.Context, queue, kind string, d time.Duration) {
-	if m == nil {
-		return
+	if m != nil {
+		m.ended(ctx, m.abandoned, queue, kind, "abandoned", d)
 	}
-	m.abandoned.Add(ctx, 1, m.queueKind(queue, kind))
-	m.duration.Record(ctx, d.Seconds(), m.with(queue, kind, MetricKeyOutcome, "abandoned"))
+}
+
+// ended counts an attempt's end in counter and records its time d under outcome.
+func (m *Metrics) ended(ctx context.Context, counter metric.Int64Counter, queue, kind, outcome string, d time.Duration) {
+	counter.Add(ctx, 1, m.queueKind(queue, kind))
+	m.duration.Record(ctx, d.Seconds(), m.with(queue, kind, MetricKeyOutcome, outcome))
 }
 
 // Retried counts a retry scheduled after a failed attempt (pubq_jobs_retried_total).

@@ -74,14 +74,7 @@ func TestLeaseTaken(t *testing.T) {
 // cancel anything; a renewal finding the fence moved on under a run still working does both.
 func TestRenewalRacingOwnCompletionIsNoLostLease(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.Open(ctx, store.Config{URL: testenv.Postgres(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	if _, err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st := pubqtest.Store(t)
 	b, err := store.NewBatcher(st, store.BatcherConfig{Owner: "w", Lease: time.Minute})
 	if err != nil {
 		t.Fatal(err)
