@@ -30,23 +30,30 @@ const minSecretBytes = 16
 // tokenName is what may name a token in a "name:secret" entry.
 var tokenName = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 
-// parseTokens splits "name:secret" entries; a bare secret acts as "dashboard". The actor is logged
-// and audited, so an entry is read as "name:secret" only when the text before the first ':' is a
-// plain name and what follows is a whole secret (16+ bytes): otherwise the entry is a bare secret
-// that happens to contain ':', and no part of it becomes the actor.
+// parseTokens splits "name:secret" entries at the first ':' (the secret may hold more); a bare secret,
+// or an empty name, acts as "dashboard". Validate refuses a name that is not tokenName: the actor is
+// logged and audited, and a bare secret holding ':' would otherwise put part of itself there.
 func parseTokens(entries []string) []token {
 	out := make([]token, 0, len(entries))
 	for _, e := range entries {
-		e = strings.TrimSpace(e)
-		actor, secret := "dashboard", e
-		if name, rest, ok := strings.Cut(e, ":"); ok {
-			if name = strings.TrimSpace(name); tokenName.MatchString(name) && len(rest) >= minSecretBytes {
-				actor, secret = "dashboard:"+name, rest
-			}
+		name, secret := entryParts(e)
+		actor := "dashboard"
+		if name != "" {
+			actor = "dashboard:" + name
 		}
 		out = append(out, token{actor: actor, secret: []byte(secret), digest: sha256.Sum256([]byte(secret))})
 	}
 	return out
+}
+
+// entryParts is an entry's name ("" for none) and secret.
+func entryParts(e string) (name, secret string) {
+	e = strings.TrimSpace(e)
+	name, secret, ok := strings.Cut(e, ":")
+	if !ok {
+		return "", e
+	}
+	return strings.TrimSpace(name), secret
 }
 
 // session is an authenticated request.

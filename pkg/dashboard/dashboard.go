@@ -24,8 +24,8 @@ type Config struct {
 	// Tokens are the accepted credentials, typed in the login form or sent as "Authorization: Bearer".
 	// An entry "name:secret" records actions in pubq.audit as "dashboard:name"; a bare "secret" as
 	// "dashboard". Required: with no valid token every request is refused. Secrets need 16+ bytes. A
-	// name is 1-64 of A-Z a-z 0-9 . _ -; an entry whose text before the first ':' is not such a name,
-	// or whose text after it is shorter than 16 bytes, is a bare secret (it may contain ':').
+	// name is 1-64 of A-Z a-z 0-9 . _ -; the secret is everything after the first ':', so a bare
+	// secret may not contain ':' (Validate refuses an entry whose text before it is not a name).
 	Tokens []string
 	// TraceURL links a trace id to a trace viewer. Default: JaegerTraceURL("http://127.0.0.1:16686");
 	// in production use CloudTraceURL(project).
@@ -47,6 +47,12 @@ type Config struct {
 func (c *Config) Validate() error {
 	if len(c.Tokens) == 0 {
 		return errors.New("pubq: dashboard: Tokens: at least one token is required")
+	}
+	for i, e := range c.Tokens {
+		// The messages never quote the entry: it may be all secret.
+		if name, _ := entryParts(e); name != "" && !tokenName.MatchString(name) {
+			return fmt.Errorf("pubq: dashboard: Tokens[%d]: the text before the first ':' is not a name (1-64 of A-Z a-z 0-9 . _ -); a bare secret may not contain ':'", i)
+		}
 	}
 	for i, t := range parseTokens(c.Tokens) {
 		if len(t.secret) < minSecretBytes {

@@ -558,11 +558,15 @@ func nullTime(t time.Time) *time.Time {
 
 // Release gives a claimed job back without using its attempt (the worker is shutting down before the
 // handler finished): the next delivery can claim it at once instead of waiting for the lease to expire.
+// ErrLeaseLost: the job was no longer running under l (taken over); nothing was written.
 func (s *Store) Release(ctx context.Context, l Lease) error {
-	_, err := s.pool.Exec(ctx, `UPDATE pubq.jobs SET state = 'pending', attempt = attempt - 1, run_at = now(),
+	tag, err := s.pool.Exec(ctx, `UPDATE pubq.jobs SET state = 'pending', attempt = attempt - 1, run_at = now(),
 		lease_owner = NULL, lease_until = NULL WHERE key = $1 AND fence = $2 AND state = 'running'`, l.Key, l.Fence)
 	if err != nil {
 		return fmt.Errorf("pubq: releasing job %q: %w", l.Key, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return ErrLeaseLost
 	}
 	return nil
 }

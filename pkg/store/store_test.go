@@ -274,6 +274,29 @@ func TestCompleteThenDuplicateIsDone(t *testing.T) {
 
 // A worker paused past its lease cannot complete: the taker-over holds a newer fence, and a
 // transactional handler's writes roll back with the rejected completion.
+// Release gives a running job back under its own fence only; a stale fence is told ErrLeaseLost.
+func TestReleaseIsFenced(t *testing.T) {
+	st := open(t)
+	ctx := context.Background()
+	b := batcher(t, st, "w", 30*time.Second)
+	r := claim(t, b, "rel")
+	if err := st.Release(ctx, store.Lease{Key: "rel", Fence: r.Fence + 1}); !errors.Is(err, store.ErrLeaseLost) {
+		t.Fatalf("release under another fence: %v, want ErrLeaseLost", err)
+	}
+	if s, a := state(t, st, "rel"); s != "running" || a != 1 {
+		t.Fatalf("after a refused release: %s attempt %d", s, a)
+	}
+	if err := st.Release(ctx, store.Lease{Key: "rel", Fence: r.Fence}); err != nil {
+		t.Fatal(err)
+	}
+	if s, a := state(t, st, "rel"); s != "pending" || a != 0 {
+		t.Fatalf("after release: %s attempt %d, want pending with the attempt given back", s, a)
+	}
+	if err := st.Release(ctx, store.Lease{Key: "rel", Fence: r.Fence}); !errors.Is(err, store.ErrLeaseLost) {
+		t.Fatalf("releasing twice: %v, want ErrLeaseLost", err)
+	}
+}
+
 func TestExpiredLeaseTakeoverFencesZombie(t *testing.T) {
 	st := open(t)
 	ctx := context.Background()

@@ -166,11 +166,17 @@ func Setup(ctx context.Context, opts Options) (*Providers, error) {
 	return p, nil
 }
 
-// loggableEndpoint returns the OTLP endpoint URL without what may hold a credential: the userinfo
-// (user:password@) and the query and fragment. An endpoint that does not parse is not logged.
+// loggableEndpoint returns the OTLP endpoint without what may hold a credential: the userinfo
+// (user:password@) and the query and fragment. A gRPC endpoint may come without a scheme
+// ("collector:4317", "10.0.0.5:4317"): it is read as a host. An endpoint that does not parse is not
+// logged.
 func loggableEndpoint(ep string) string {
 	if ep == "" {
 		return ""
+	}
+	noScheme := !strings.Contains(ep, "://")
+	if noScheme {
+		ep = "//" + ep
 	}
 	u, err := url.Parse(ep)
 	if err != nil {
@@ -179,6 +185,9 @@ func loggableEndpoint(ep string) string {
 	u.User = nil
 	u.RawQuery, u.ForceQuery = "", false
 	u.Fragment, u.RawFragment = "", ""
+	if noScheme {
+		return strings.TrimPrefix(u.String(), "//")
+	}
 	return u.String()
 }
 

@@ -384,8 +384,16 @@ func TestSetupLogsEndpointWithoutCredentials(t *testing.T) {
 			}
 		}
 	}
-	if got := loggableEndpoint("http://u:p@h:4318/v1/traces?x=1"); got != "http://h:4318/v1/traces" {
-		t.Errorf("loggableEndpoint = %q", got)
+	for in, want := range map[string]string{
+		"http://u:p@h:4318/v1/traces?x=1": "http://h:4318/v1/traces",
+		"collector:4317":                  "collector:4317", // gRPC endpoints may come without a scheme
+		"10.0.0.5:4317":                   "10.0.0.5:4317",
+		"[::1]:4317":                      "[::1]:4317",
+		"user:pw@collector:4317":          "collector:4317",
+	} {
+		if got := loggableEndpoint(in); got != want {
+			t.Errorf("loggableEndpoint(%q) = %q, want %q", in, got, want)
+		}
 	}
 }
 

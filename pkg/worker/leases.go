@@ -43,9 +43,10 @@ type leaseEntry struct {
 	until time.Time
 	lost  bool // counted in pubq_leases_lost_total: once per run, however many ways it found out
 	// settling: the run's own fenced statement (completion, failure, release) is on its way; a renewal
-	// that then finds the row no longer running under the lease saw that statement, not a takeover, and
-	// the statement's answer says which it was.
-	settling bool
+	// that then finds the row no longer running under the lease may have seen that statement rather
+	// than a takeover, and the statement's answer says which it was. sawLost: such a renewal came; if
+	// the statement then failed (no answer), the renewal's finding stands and remove counts it.
+	settling, sawLost bool
 }
 
 func newLeaseKeeper(st *store.Store, lease time.Duration, m *telemetry.Metrics, log *slog.Logger) *leaseKeeper {
@@ -61,10 +62,14 @@ func (k *leaseKeeper) add(l store.Lease, queue string, cancel context.CancelCaus
 	k.mu.Unlock()
 }
 
-// remove ends a run and wakes the duplicates of its key waiting in this process.
-func (k *leaseKeeper) remove(l store.Lease) {
+// remove ends a run and wakes the duplicates of its key waiting in this process. settled: the run's own
+// fenced statement landed (its outcome recorded, or the job released) or proved a takeover.
+func (k *leaseKeeper) remove(l store.Lease, settled bool) {
 	k.mu.Lock()
 	e := k.running[l]
+	if e != nil && e.sawLost && !settled {
+		k.countLostLocked(context.Background(), e)
+	}
 	delete(k.running, l)
 	if k.byKey[l.Key] == e {
 		delete(k.byKey, l.Key)
@@ -176,6 +181,7 @@ func (k *leaseKeeper) renew(ctx context.Context) {
 		}
 		if lostSet[l] {
 			if e.settling {
+				e.sawLost = true
 				continue
 			}
 			k.countLostLocked(ctx, e)

@@ -92,21 +92,24 @@ func TestRenewalRacingOwnCompletionIsNoLostLease(t *testing.T) {
 	m, counter := pubqtest.Metrics(t)
 	k := newLeaseKeeper(st, time.Minute, m, slog.New(slog.NewTextHandler(io.Discard, nil)))
 
-	own, taken := claim("settled-here"), claim("taken-over")
+	own, taken, failed := claim("settled-here"), claim("taken-over"), claim("statement-failed")
 	ownCtx, ownCancel := context.WithCancelCause(ctx)
 	defer ownCancel(nil)
 	takenCtx, takenCancel := context.WithCancelCause(ctx)
 	defer takenCancel(nil)
 	k.add(own, "q", ownCancel, time.Now())
 	k.add(taken, "q", takenCancel, time.Now())
+	k.add(failed, "q", func(error) {}, time.Now())
 
 	// The run's own completion lands before the renewal's statement reads the row.
 	k.settling(own)
 	if ok, err := st.Complete(ctx, []store.Lease{own}); err != nil || !ok[0] {
 		t.Fatalf("completing: %v %v", ok, err)
 	}
-	// Another worker's claim moved the other job's fence on.
-	if _, err := st.Pool().Exec(ctx, `UPDATE pubq.jobs SET fence = fence + 1 WHERE key = $1`, taken.Key); err != nil {
+	// Another worker's claim moved the fence on under a working run, and under one whose own statement
+	// is on its way (and will fail without an answer).
+	k.settling(failed)
+	if _, err := st.Pool().Exec(ctx, `UPDATE pubq.jobs SET fence = fence + 1 WHERE key = ANY($1)`, []string{taken.Key, failed.Key}); err != nil {
 		t.Fatal(err)
 	}
 	k.renew(ctx)
@@ -118,5 +121,12 @@ func TestRenewalRacingOwnCompletionIsNoLostLease(t *testing.T) {
 	}
 	if lost := counter("pubq.leases.lost"); lost != 1 {
 		t.Errorf("pubq.leases.lost = %d, want 1 (the takeover only)", lost)
+	}
+	// The settled run ends with its statement landed; the other's failed, so the renewal's finding stands.
+	k.remove(own, true)
+	k.remove(failed, false)
+	k.remove(taken, false)
+	if lost := counter("pubq.leases.lost"); lost != 2 {
+		t.Errorf("pubq.leases.lost = %d after the runs ended, want 2 (the takeover seen while a statement failed counts)", lost)
 	}
 }

@@ -132,7 +132,7 @@ func (w *Worker) handle(mctx context.Context, rq *runQueue, m *delivery) {
 	defer cancel(nil)
 	// Registered with the lease keeper, which cancels it when the lease is lost or ShutdownTimeout ends.
 	w.leases.add(lease, q.Name, cancel, claimedAt)
-	defer w.leases.remove(lease)
+	defer func() { w.leases.remove(lease, m.acked || handedOver) }()
 	if w.hardStopCtx.Err() != nil {
 		cancel(errShutdown) // the hard stop came between the claim and the registration
 	}
@@ -175,10 +175,14 @@ func (w *Worker) handle(mctx context.Context, rq *runQueue, m *delivery) {
 		w.cfg.Metrics.Abandoned(ctx, q.Name, j.Kind, time.Since(start))
 		if cause == errShutdown {
 			w.leases.settling(lease)
-			if err := w.store.Release(ctx, lease); err != nil {
+			switch err := w.store.Release(ctx, lease); {
+			case errors.Is(err, store.ErrLeaseLost):
+				handedOver = true // taken over meanwhile
+				w.leases.lost(ctx, lease, q.Name)
+			case err != nil:
 				w.log.WarnContext(ctx, "releasing an unfinished job at shutdown failed; it runs again once its lease expires",
 					"error", err)
-			} else {
+			default:
 				handedOver = true // released: pending again
 			}
 		}

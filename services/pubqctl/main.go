@@ -108,7 +108,7 @@ const envHelp = `Environment:
   PUBQ_QUEUES              queue config file (default queues.yaml; --queues overrides)
   PUBQ_ACTOR               who you are; required for retry, cancel, replay, purge, merge and seed (recorded in pubq.audit)
   PUBQ_JAEGER_URL          Jaeger query API for trace (default http://127.0.0.1:16686; --jaeger overrides)
-  PUBQ_DASHBOARD_TOKENS    dashboard: comma-separated login tokens, each "name:secret" or "secret" (16+ bytes)
+  PUBQ_DASHBOARD_TOKENS    dashboard: comma-separated login tokens, each "name:secret" or "secret" (16+ bytes; a name is letters, digits, . _ -; a bare secret has no ":")
   PUBQ_CLOUD_TRACE_PROJECT trace reads Cloud Trace in this project instead of Jaeger (credentials from the
                            environment), and the dashboard links there
 
