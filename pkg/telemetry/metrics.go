@@ -78,7 +78,7 @@ func NewMetrics(mp metric.MeterProvider) (*Metrics, error) {
 	counter(&m.retried, "pubq.jobs.retried", "Retries scheduled after a failed attempt.", "{job}")
 	counter(&m.deadLettered, "pubq.jobs.dead_lettered", "Jobs dead-lettered, by reason.", "{job}")
 	counter(&m.duplicates, "pubq.jobs.duplicate_skipped", "Jobs not run or not created again because their key was already done or running (worker), or already enqueued (producer).", "{job}")
-	counter(&m.rescued, "pubq.jobs.rescued", "Jobs whose lease had expired and were taken over.", "{job}")
+	counter(&m.rescued, "pubq.jobs.rescued", "Jobs whose lease had expired that the rescuer took over (a redelivery taking one over shows as a lost lease on its old holder).", "{job}")
 	counter(&m.leaseRenewed, "pubq.leases.renewed", "Job lease renewals.", "{lease}")
 	counter(&m.leaseLost, "pubq.leases.lost", "Job leases lost to another worker or to expiry.", "{lease}")
 	if err == nil {
