@@ -117,23 +117,11 @@ func (r *Rescuer) RescueOnce(ctx context.Context) ([]store.Rescued, error) {
 		if len(got) > 0 && r.cfg.OnRescue != nil {
 			r.cfg.OnRescue(got)
 		}
-		type queueKind struct{ queue, kind string }
-		rescued, dead := map[queueKind]int{}, map[queueKind]int{}
 		for _, j := range got {
-			rescued[queueKind{j.Queue, j.Kind}]++
-			if j.Dead {
-				dead[queueKind{j.Queue, j.Kind}]++
+			r.cfg.Metrics.Rescued(ctx, j.Queue, j.Kind, 1)
+			if j.Dead { // its last attempt was lost: dead-lettered as a worker's exhausted job is
+				r.cfg.Metrics.DeadLettered(ctx, j.Queue, j.Kind, job.ReasonExhausted)
 			}
-		}
-		for qk, n := range rescued {
-			r.cfg.Metrics.Rescued(ctx, qk.queue, qk.kind, n)
-		}
-		for qk, n := range dead {
-			for range n { // its last attempt was lost: dead-lettered as a worker's exhausted job is
-				r.cfg.Metrics.DeadLettered(ctx, qk.queue, qk.kind, job.ReasonExhausted)
-			}
-		}
-		for _, j := range got {
 			// The line names the job (and the lost attempt) and carries the job's trace; no payload is logged.
 			lctx := telemetry.WithJob(telemetry.ContextWithTraceParent(ctx, j.TraceParent),
 				telemetry.Job{Queue: j.Queue, Kind: j.Kind, Key: j.Key, ID: j.ID, Attempt: j.Attempt})
