@@ -3,7 +3,6 @@ package traceview
 import (
 	"context"
 	"errors"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +15,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+
+	"github.com/pubq/pubq/pkg/traceview/cloudtracetest"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -131,18 +132,9 @@ func (f *fakeCloudTrace) ListTraces(_ context.Context, req *tracepb.ListTracesRe
 
 func startFakeCloudTrace(t *testing.T) (*fakeCloudTrace, *CloudTrace) {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	fake := &fakeCloudTrace{}
-	srv := grpc.NewServer()
-	tracepb.RegisterTraceServiceServer(srv, fake)
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Serve(lis) }()
-	t.Cleanup(func() { srv.Stop(); <-done })
 	client, err := cloudtrace.NewClient(context.Background(),
-		option.WithEndpoint(lis.Addr().String()), option.WithoutAuthentication(),
+		option.WithEndpoint(cloudtracetest.Serve(t, fake)), option.WithoutAuthentication(),
 		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
 	if err != nil {
 		t.Fatal(err)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -17,13 +16,13 @@ import (
 
 	"cloud.google.com/go/trace/apiv1/tracepb"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/pubq/pubq/pkg/store"
 	"github.com/pubq/pubq/pkg/testenv"
+	"github.com/pubq/pubq/pkg/traceview/cloudtracetest"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -497,18 +496,8 @@ func (f *fakeCloudTrace) ListTraces(_ context.Context, req *tracepb.ListTracesRe
 // With PUBQ_CLOUD_TRACE_PROJECT (or --cloud-trace-project), trace reads Cloud Trace, by id and by key.
 func TestTraceFromCloudTrace(t *testing.T) {
 	t.Parallel()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	fake := &fakeCloudTrace{}
-	srv := grpc.NewServer()
-	tracepb.RegisterTraceServiceServer(srv, fake)
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Serve(lis) }()
-	defer func() { srv.Stop(); <-done }()
-
-	e := &env{vars: map[string]string{"PUBQ_CLOUD_TRACE_ENDPOINT": lis.Addr().String(),
+	e := &env{vars: map[string]string{"PUBQ_CLOUD_TRACE_ENDPOINT": cloudtracetest.Serve(t, fake),
 		"PUBQ_JAEGER_URL": "http://127.0.0.1:1"}} // never asked
 	code, stdout, stderr := e.run(t, "trace", "--cloud-trace-project", "proj", "--id", ctTraceID)
 	if code != 0 || !strings.Contains(stdout, "pubq job email.send") || !strings.Contains(stdout, ctTraceID) {
